@@ -1,0 +1,209 @@
+"""PPO as a LightningModule with manual optimisation (TASKS.md §5).
+
+One ``training_step`` is one PPO iteration: the batch is a full rollout from the
+RolloutDataModule; the module runs epochs x minibatches of clipped-surrogate updates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
+from unilab.data.rollout import RolloutBatch
+from unilab.models.actor_critic import ActorCritic
+
+
+class ActingPolicy:
+    """The narrow Policy interface the DataModule sees (no gradients, no optimiser)."""
+
+    def __init__(self, model: ActorCritic) -> None:
+        self.model = model
+
+    def observe(self, obs):
+        self.model.update_normalizers(obs)
+
+    def act(self, obs):
+        return self.model.act(obs)
+
+    @torch.no_grad()
+    def value(self, obs):
+        return self.model.value(obs)
+
+    def action_std(self):
+        return self.model.log_std.exp()
+
+
+class PPO(L.LightningModule):
+    """Proximal policy optimisation with an asymmetric actor-critic."""
+
+    algo_name = "ppo"
+
+    def __init__(
+        self,
+        observation_dims: dict[str, int],
+        num_actions: int,
+        actor_hidden_dims: Sequence[int] = (512, 256, 128),
+        critic_hidden_dims: Sequence[int] = (512, 256, 128),
+        activation: str = "elu",
+        init_std: float = 1.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        schedule: str = "adaptive",
+        desired_kl: float = 0.02,
+        lr_bounds: tuple[float, float] = (1e-5, 1e-2),
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_param: float = 0.2,
+        value_loss_coef: float = 4.0,
+        entropy_coef: float = 0.01,
+        num_learning_epochs: int = 5,
+        num_mini_batches: int = 4,
+        max_grad_norm: float = 1.0,
+        actor_group: str = "policy",
+        critic_group: str = "critic",
+    ) -> None:
+        """
+        Args:
+            observation_dims: Size of each observation group (linked from the data module).
+            num_actions: Action size (linked from the data module).
+            actor_hidden_dims: Actor MLP widths.
+            critic_hidden_dims: Critic MLP widths.
+            activation: Hidden activation (elu, relu, tanh, silu).
+            init_std: Initial action standard deviation.
+            optimizer: Optimiser factory (e.g. ``torch.optim.Adam`` with ``lr``); its lr is the initial one.
+            schedule: ``adaptive`` (KL-driven) or ``fixed``.
+            desired_kl: KL target of the adaptive schedule.
+            lr_bounds: Bounds of the adaptive learning rate.
+            gamma: Discount factor.
+            gae_lambda: GAE lambda.
+            clip_param: Ratio and value clip.
+            value_loss_coef: Weight of the value loss.
+            entropy_coef: Weight of the entropy bonus.
+            num_learning_epochs: Passes over each rollout.
+            num_mini_batches: Minibatches per pass; must divide horizon * num_envs.
+            max_grad_norm: Gradient-norm clip.
+            actor_group: Observation group the actor reads.
+            critic_group: Observation group the critic reads.
+        """
+        super().__init__()
+        if schedule not in ("adaptive", "fixed"):
+            raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
+        for name in (actor_group, critic_group):
+            if name not in observation_dims:
+                raise ValueError(
+                    f"observation group {name!r} not provided by the env; it has {sorted(observation_dims)}"
+                )
+        if num_learning_epochs < 1 or num_mini_batches < 1:
+            raise ValueError("model.num_learning_epochs and model.num_mini_batches must be >= 1")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.automatic_optimization = False
+        self.policy = ActorCritic(
+            observation_dims[actor_group],
+            observation_dims[critic_group],
+            num_actions,
+            actor_hidden_dims,
+            critic_hidden_dims,
+            activation,
+            init_std,
+            actor_group,
+            critic_group,
+        )
+        self.optimizer_factory = optimizer
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.policy.parameters())
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule.batch_size % self.hparams.num_mini_batches:
+            raise ValueError(
+                f"horizon * num_envs = {datamodule.batch_size} is not divisible by "
+                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
+            )
+        datamodule.set_policy(ActingPolicy(self.policy), self.device)
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+        started = time.perf_counter()
+        optimizer = self.optimizers()
+        hp = self.hparams
+        advantages = batch.advantages
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        batch_size = len(batch)
+        minibatch = batch_size // hp.num_mini_batches
+        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
+        updates = 0
+
+        # Policy update: epochs x minibatches
+        for _ in range(hp.num_learning_epochs):
+            permutation = torch.randperm(batch_size, device=advantages.device)
+            for start in range(0, batch_size, minibatch):
+                idx = permutation[start : start + minibatch]
+                obs = {name: value[idx] for name, value in batch.obs.items()}
+                log_prob, entropy, values, dist = self.policy.evaluate(obs, batch.actions[idx])
+                with torch.no_grad():
+                    kl = gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev).item()
+                if hp.schedule == "adaptive":
+                    lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
+                value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
+                loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                optimizer.step()
+                stats["loss/surrogate"] += surrogate.item()
+                stats["loss/value"] += value_loss.item()
+                stats["loss/entropy"] += entropy.mean().item()
+                stats["policy/kl"] += kl
+                updates += 1
+
+        # Logging
+        update_seconds = time.perf_counter() - started
+        world = self.trainer.world_size
+        self.env_steps += batch.env_steps * world
+        self.iteration += 1
+        logs = {key: value / updates for key, value in stats.items()}
+        logs |= batch.metrics
+        logs["policy/learning_rate"] = optimizer.param_groups[0]["lr"]
+        logs["policy/action_std"] = self.policy.log_std.exp().mean().item()
+        logs["perf/collect_seconds"] = batch.collect_seconds
+        logs["perf/update_seconds"] = update_seconds
+        logs["perf/env_steps_per_second"] = batch.env_steps * world / (batch.collect_seconds + update_seconds)
+        logs["perf/env_steps"] = float(self.env_steps)
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
+        self._log_progress(logs)
+
+    def _log_progress(self, logs: dict[str, float]) -> None:
+        bar = {
+            "it": float(self.iteration),
+            "sps": logs["perf/env_steps_per_second"],
+            "rew": logs.get("reward/rotate", float("nan")),
+        }
+        if "episode/length" in logs:
+            bar["ep_len"] = logs["episode/length"]
+            bar["rot"] = logs["episode/rotation_speed"]
+        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=1)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["unilab"] = {
+            "observation_dims": dict(self.hparams.observation_dims),
+            "num_actions": self.hparams.num_actions,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("unilab", {})
+        layout = {"observation_dims": dict(self.hparams.observation_dims), "num_actions": self.hparams.num_actions}
+        for key, value in layout.items():
+            if key in saved and saved[key] != value:
+                raise ValueError(
+                    f"checkpoint {key} {saved[key]} does not match this task's {value}; "
+                    "it was trained on a different task or observation layout"
+                )

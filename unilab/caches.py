@@ -1,0 +1,230 @@
+"""Grasp caches: stable initial grasps stored as ``.npy`` with a JSON sidecar.
+
+Array: float32 (N, nq_hand + 7) = [hand joints in actuator order, object xyz, object quat wxyz].
+Resolution order: explicit path -> cache directory -> Hugging Face dataset -> generation of a
+small cache. Files are written atomically; a file that fails validation is never overwritten or
+deleted, the error names it and says how to regenerate it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+OBJECT_COLUMNS = 7
+PACKAGE_CACHE_DIR = Path(__file__).resolve().parent / "assets" / "caches"
+
+
+class CacheError(RuntimeError):
+    """A grasp cache is missing, corrupt or made for another model."""
+
+
+@dataclass(frozen=True)
+class CacheSource:
+    """Where grasp caches come from."""
+
+    path: str | None = None
+    """Explicit cache file; it must exist when set."""
+    cache_dir: str | None = None
+    """Folder searched for (and receiving) caches; ``None`` is the package's ``assets/caches``."""
+    hf_repo_id: str | None = None
+    """Hugging Face dataset holding ``caches/<name>``; ``None`` switches downloads off."""
+    hf_revision: str | None = None
+    hf_endpoint: str | None = None
+    """Hub address (``None``: the library default or ``HF_ENDPOINT``)."""
+    generate_count: int = 2000
+    """Grasps to collect when no cache can be found; 0 forbids generation."""
+
+    def directory(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else PACKAGE_CACHE_DIR
+
+
+@dataclass(frozen=True)
+class CacheExpectation:
+    """What a cache must match to be usable with the current scene."""
+
+    hand: str
+    fingerprint: str
+    joint_names: tuple[str, ...]
+    object_scale: float = 1.0
+    regenerate_command: str = ""
+
+    @property
+    def columns(self) -> int:
+        return len(self.joint_names) + OBJECT_COLUMNS
+
+
+@dataclass
+class CacheMeta:
+    """The JSON sidecar written next to every cache."""
+
+    hand: str
+    model_id: str
+    fingerprint: str
+    joint_names: list[str]
+    object: dict
+    object_scale: float
+    rows: int
+    made_by: dict = field(default_factory=dict)
+    quat_order: str = "wxyz"
+    format_version: int = FORMAT_VERSION
+
+
+def count_tag(count: int) -> str:
+    """Row count as written in cache names: 50000 -> ``50k``, 1500 -> ``1500``."""
+    return f"{count // 1000}k" if count % 1000 == 0 and count >= 1000 else str(count)
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_cache(path: Path, grasps: np.ndarray, meta: CacheMeta) -> Path:
+    """Write ``grasps`` and its sidecar atomically (readers never see a half-written file)."""
+    grasps = np.asarray(grasps, dtype=np.float32)
+    meta.rows = int(grasps.shape[0])
+
+    def write_array(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, grasps)
+
+    _atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(asdict(meta), indent=2)))
+    _atomic_write(path, write_array)
+    return path
+
+
+def load_cache(path: Path, expected: CacheExpectation) -> np.ndarray:
+    """Load and validate a cache; raise :class:`CacheError` naming the file and the fix."""
+    fix = f"Move it away and regenerate it: {expected.regenerate_command}" if expected.regenerate_command else ""
+
+    def fail(problem: str) -> CacheError:
+        return CacheError(f"grasp cache {path}: {problem}. {fix}".strip())
+
+    try:
+        grasps = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise fail(f"cannot be read as a .npy array ({error})") from error
+    if grasps.dtype != np.float32:
+        raise fail(f"dtype is {grasps.dtype}, expected float32")
+    if grasps.ndim != 2 or grasps.shape[1] != expected.columns or grasps.shape[0] == 0:
+        raise fail(f"shape is {grasps.shape}, expected (N>0, {expected.columns}) for hand {expected.hand!r}")
+    if not np.isfinite(grasps).all():
+        raise fail(f"{int((~np.isfinite(grasps)).any(axis=1).sum())} rows hold NaN or inf")
+    quat_norm = np.linalg.norm(grasps[:, -4:], axis=1)
+    if np.abs(quat_norm - 1.0).max() > 1e-3:
+        raise fail("object quaternions are not unit length (expected wxyz unit quaternions)")
+    meta_path = sidecar_path(path)
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as error:
+            raise fail(f"sidecar {meta_path.name} is not valid JSON ({error})") from error
+        if meta.get("fingerprint") != expected.fingerprint:
+            raise fail(
+                f"it was made for model fingerprint {meta.get('fingerprint')!r} (hand {meta.get('hand')!r}), "
+                f"the current scene has {expected.fingerprint!r}"
+            )
+        if list(meta.get("joint_names", [])) != list(expected.joint_names):
+            raise fail("its joint order differs from the current hand's actuator order")
+        if meta.get("quat_order", "wxyz") != "wxyz":
+            raise fail(f"quaternion order {meta.get('quat_order')!r}, expected 'wxyz'")
+    else:
+        log.warning("grasp cache %s has no sidecar; its model fingerprint cannot be checked", path)
+    return grasps
+
+
+def download_cache(name: str, source: CacheSource) -> Path | None:
+    """Fetch ``caches/<name>`` (and its sidecar when present) into the cache folder; ``None`` on failure."""
+    if not source.hf_repo_id:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    target = source.directory() / name
+    kwargs = dict(repo_id=source.hf_repo_id, repo_type="dataset", revision=source.hf_revision)
+    if source.hf_endpoint:
+        kwargs["endpoint"] = source.hf_endpoint
+    try:
+        downloaded = Path(hf_hub_download(filename=f"caches/{name}", **kwargs))
+    except Exception as error:  # offline, missing repo or file, HTTP errors: fall through to generation
+        log.warning("grasp cache %s not downloaded from %s: %s", name, source.hf_repo_id, error)
+        return None
+    try:
+        downloaded_meta = Path(hf_hub_download(filename=f"caches/{name}.json", **kwargs))
+        _atomic_write(sidecar_path(target), lambda tmp: shutil.copyfile(downloaded_meta, tmp))
+    except EntryNotFoundError:
+        log.info("dataset %s has no sidecar for %s", source.hf_repo_id, name)
+    except Exception as error:
+        log.warning("sidecar of %s not downloaded: %s", name, error)
+    _atomic_write(target, lambda tmp: shutil.copyfile(downloaded, tmp))
+    log.info("downloaded grasp cache %s from %s", target, source.hf_repo_id)
+    return target
+
+
+def resolve_cache(
+    name: str,
+    source: CacheSource,
+    expected: CacheExpectation,
+    generate: Callable[[Path, int], None],
+    generated_name: str,
+) -> tuple[np.ndarray, Path]:
+    """Find, download or generate the cache called ``name``; return the grasps and their file.
+
+    ``generate(path, count)`` must write a cache of ``count`` grasps to ``path``; it is used only
+    when nothing else is found, and writes ``generated_name`` in the cache folder.
+    """
+    if source.path:
+        path = Path(source.path)
+        if not path.exists():
+            raise CacheError(
+                f"grasp cache {path} (set by the config) does not exist. Generate it with "
+                f"{expected.regenerate_command or 'the grasp-collection task'}, "
+                "or unset the path to resolve automatically."
+            )
+        return load_cache(path, expected), path
+    directory = source.directory()
+    for candidate in (directory / name, directory / generated_name):
+        if candidate.exists():
+            return load_cache(candidate, expected), candidate
+    downloaded = download_cache(name, source)
+    if downloaded is not None:
+        return load_cache(downloaded, expected), downloaded
+    if source.generate_count <= 0:
+        raise CacheError(
+            f"no grasp cache {name} in {directory} and generation is off (generate_count=0). "
+            f"Collect one with: {expected.regenerate_command}"
+        )
+    path = directory / generated_name
+    log.warning(
+        "no grasp cache %s found (looked in %s%s); collecting %d grasps now. For a full cache run: %s",
+        name,
+        directory,
+        f" and Hugging Face {source.hf_repo_id}" if source.hf_repo_id else "",
+        source.generate_count,
+        expected.regenerate_command,
+    )
+    generate(path, source.generate_count)
+    return load_cache(path, expected), path

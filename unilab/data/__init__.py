@@ -1,0 +1,1 @@
+"""Rollout data: the only code that steps envs during training."""

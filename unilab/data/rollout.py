@@ -1,0 +1,256 @@
+"""RolloutDataModule: the only code that steps envs during training.
+
+One dataset item is one PPO iteration: ``horizon`` steps of every env collected with the acting
+policy (no grad), returns and advantages from GAE with time-out bootstrap, flattened to a batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from unilab.tasks.base import InHandRotationEnv
+
+Obs = dict[str, torch.Tensor]
+EnvFactory = Callable[[int], InHandRotationEnv]
+
+
+class Policy(Protocol):
+    """What the DataModule needs from an algorithm's acting policy."""
+
+    def act(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(actions, log-prob, value, action mean) for a batch of observations."""
+
+    def value(self, obs: Obs) -> torch.Tensor:
+        """State value for a batch of observations."""
+
+    def action_std(self) -> torch.Tensor:
+        """Current per-action standard deviation."""
+
+    def observe(self, obs: Obs) -> None:
+        """See observations before acting (updates running normalisers)."""
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    dones: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over (T, N) tensors; returns (advantages, returns).
+
+    delta_t = r_t + gamma * V'_t * (1 - terminated_t) - V(s_t)           (Schulman et al. 2016, eq. 11)
+    A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}
+    ``next_values[t]`` is V(s_{t+1}), or V(final_obs_t) where the episode was cut by a time-out,
+    so truncated steps bootstrap while terminal steps do not.
+    """
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    not_terminal = 1.0 - terminated.float()
+    not_done = 1.0 - dones.float()
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * not_terminal[t] - values[t]
+        running = delta + gamma * lam * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+@dataclass
+class RolloutBatch:
+    """One iteration of experience, flattened to (horizon * num_envs, ...)."""
+
+    obs: Obs
+    actions: torch.Tensor
+    log_prob: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+    env_steps: int = 0
+    collect_seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.actions.shape[0]
+
+
+class RolloutStorage:
+    """Preallocated (horizon, num_envs, ...) buffers for one iteration."""
+
+    def __init__(self, horizon: int, num_envs: int, obs_dims: dict[str, int], num_actions: int) -> None:
+        t, n = horizon, num_envs
+        self.obs = {name: torch.zeros(t, n, dim) for name, dim in obs_dims.items()}
+        self.actions = torch.zeros(t, n, num_actions)
+        self.action_mean = torch.zeros(t, n, num_actions)
+        self.log_prob = torch.zeros(t, n)
+        self.values = torch.zeros(t, n)
+        self.next_values = torch.zeros(t, n)
+        self.bootstrap_values = torch.zeros(t, n)
+        self.rewards = torch.zeros(t, n)
+        self.terminated = torch.zeros(t, n, dtype=torch.bool)
+        self.dones = torch.zeros(t, n, dtype=torch.bool)
+
+    def batch(self, gamma: float, lam: float, action_std: torch.Tensor) -> RolloutBatch:
+        advantages, returns = gae(self.rewards, self.values, self.next_values, self.terminated, self.dones, gamma, lam)
+        flat = lambda x: x.reshape(-1, *x.shape[2:]).clone()  # noqa: E731
+        return RolloutBatch(
+            obs={name: flat(value) for name, value in self.obs.items()},
+            actions=flat(self.actions),
+            log_prob=flat(self.log_prob),
+            values=flat(self.values),
+            advantages=flat(advantages),
+            returns=flat(returns),
+            action_mean=flat(self.action_mean),
+            action_std=action_std.detach().cpu().clone(),
+        )
+
+
+class RolloutCollector:
+    """Steps the env with the policy and fills the storage (shared by PPO and distillation)."""
+
+    def __init__(self, env: InHandRotationEnv, horizon: int, gamma: float, gae_lambda: float) -> None:
+        self.env = env
+        self.horizon = horizon
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.storage = RolloutStorage(horizon, env.num_envs, env.observation_dims, env.num_actions)
+        self.obs: Obs | None = None
+
+    def start(self, seed: int) -> None:
+        self.obs = self.env.reset(seed=seed)
+
+    @torch.no_grad()
+    def collect(self, policy: Policy, device: torch.device) -> RolloutBatch:
+        started = time.perf_counter()
+        storage = self.storage
+        to_device = lambda obs: {k: v.to(device, non_blocking=True) for k, v in obs.items()}  # noqa: E731
+        for t in range(self.horizon):
+            # Rollout
+            for name, value in self.obs.items():
+                storage.obs[name][t].copy_(value)
+            device_obs = to_device(self.obs)
+            policy.observe(device_obs)
+            actions, log_prob, values, mean = policy.act(device_obs)
+            step = self.env.step(actions)
+            storage.actions[t].copy_(actions)
+            storage.action_mean[t].copy_(mean)
+            storage.log_prob[t].copy_(log_prob)
+            storage.values[t].copy_(values)
+            storage.rewards[t].copy_(step.reward)
+            storage.terminated[t].copy_(step.terminated)
+            storage.dones[t].copy_(step.terminated | step.truncated)
+            # Time-out bootstrap: V(final_obs) where the episode was truncated
+            if step.truncated.any():
+                ids = step.truncated.nonzero().flatten()
+                final = to_device({k: v[ids] for k, v in step.final_obs.items()})
+                storage.bootstrap_values[t, ids] = policy.value(final).cpu()
+            self.obs = step.obs
+        storage.next_values[:-1] = storage.values[1:]
+        storage.next_values[-1] = policy.value(to_device(self.obs)).cpu()
+        truncated = storage.dones & ~storage.terminated
+        storage.next_values.copy_(torch.where(truncated, storage.bootstrap_values, storage.next_values))
+        batch = storage.batch(self.gamma, self.gae_lambda, policy.action_std())
+        batch.env_steps = self.horizon * self.env.num_envs
+        batch.collect_seconds = time.perf_counter() - started
+        batch.metrics = self.env.pop_metrics()
+        return batch
+
+
+class RolloutDataset(IterableDataset):
+    """Yields ``iterations`` rollout batches per epoch from a persistent collector."""
+
+    def __init__(
+        self, collector: RolloutCollector, policy_source: Callable[[], tuple[Policy, torch.device]], iterations: int
+    ):
+        self.collector = collector
+        self.policy_source = policy_source
+        self.iterations = iterations
+
+    def __iter__(self) -> Iterator[RolloutBatch]:
+        for _ in range(self.iterations):
+            policy, device = self.policy_source()
+            yield self.collector.collect(policy, device)
+
+    def __len__(self) -> int:
+        return self.iterations
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Owns the vectorised env; the algorithm hands over its acting policy in ``on_fit_start``."""
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        num_envs: int = 256,
+        horizon: int = 8,
+        iterations_per_epoch: int = 50,
+        seed: int = 0,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+    ) -> None:
+        """
+        Args:
+            env: The task (class path + init args); built here with ``num_envs`` envs.
+            num_envs: Parallel environments on this rank.
+            horizon: Control steps per env per iteration.
+            iterations_per_epoch: Iterations (rollout + update) in one Lightning epoch.
+            seed: Base seed; rank r uses ``seed + r``.
+            gamma: Discount (linked from the algorithm).
+            gae_lambda: GAE lambda (linked from the algorithm).
+        """
+        super().__init__()
+        for name, value in {
+            "num_envs": num_envs,
+            "horizon": horizon,
+            "iterations_per_epoch": iterations_per_epoch,
+        }.items():
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        self.env = env(num_envs)
+        self.horizon = horizon
+        self.iterations_per_epoch = iterations_per_epoch
+        self.seed = seed
+        self.collector = RolloutCollector(self.env, horizon, gamma, gae_lambda)
+        self._policy: Policy | None = None
+        self._device = torch.device("cpu")
+        self._started = False
+
+    # Values other components link to
+    @property
+    def observation_dims(self) -> dict[str, int]:
+        return self.env.observation_dims
+
+    @property
+    def num_actions(self) -> int:
+        return self.env.num_actions
+
+    @property
+    def batch_size(self) -> int:
+        return self.horizon * self.env.num_envs
+
+    def set_policy(self, policy: Policy, device: torch.device) -> None:
+        self._policy, self._device = policy, device
+
+    def _current_policy(self) -> tuple[Policy, torch.device]:
+        if self._policy is None:
+            raise RuntimeError("no acting policy: the algorithm must call datamodule.set_policy() in on_fit_start")
+        return self._policy, self._device
+
+    def setup(self, stage: str) -> None:
+        if not self._started:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self.collector.start(seed=self.seed + rank)
+            self._started = True
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch)
+        return DataLoader(dataset, batch_size=None, num_workers=0)

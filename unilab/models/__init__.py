@@ -1,0 +1,1 @@
+"""Plain nn.Modules: MLPs, actor-critic, normaliser."""

@@ -1,0 +1,30 @@
+"""Physics backends. ``make_backend`` picks one by name; this package imports nothing of unilab."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import mujoco
+
+from unilab.sim.base import Capabilities, SimBackend
+
+SIMULATORS = ("mujoco",)
+
+
+def make_backend(
+    sim: str,
+    models: Sequence[mujoco.MjModel],
+    num_envs: int,
+    substeps: int,
+    num_threads: int | None = None,
+    object_force: bool = False,
+) -> SimBackend:
+    """Build the backend called ``sim`` for ``num_envs`` envs spread contiguously over ``models``."""
+    if sim == "mujoco":
+        from unilab.sim.mujoco import MujocoBackend
+
+        return MujocoBackend(models, num_envs, substeps, num_threads=num_threads, object_force=object_force)
+    raise ValueError(f"unknown simulator {sim!r}; available: {list(SIMULATORS)}")
+
+
+__all__ = ["SIMULATORS", "Capabilities", "SimBackend", "make_backend"]

@@ -1,0 +1,7 @@
+"""Tasks: hand + object + observations + rewards + resets. No Lightning here."""
+
+from unilab.tasks.allegro import AllegroInhandRotation
+from unilab.tasks.base import EnvStep, InHandRotationEnv
+from unilab.tasks.registry import TASKS, get_task
+
+__all__ = ["TASKS", "AllegroInhandRotation", "EnvStep", "InHandRotationEnv", "get_task"]

@@ -1,0 +1,375 @@
+"""InHandRotationEnv: the vectorised in-hand rotation env over any SimBackend (TASKS.md §1).
+
+All envs advance together; observations, rewards, terminations and resets are torch operations
+over the batch. Observations come as named groups (``policy``, ``critic``, ...) so a teacher and
+a student select different groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+import torch
+
+from unilab import caches
+from unilab.sim import make_backend
+from unilab.sim.hand_spec import HandSpec
+from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene, hand_fingerprint
+from unilab.tasks import rewards as R
+from unilab.tasks.grasp import GraspCollector, GraspCriteria, ProgressBar
+
+log = logging.getLogger(__name__)
+ROTATE_LIMIT = 0.5
+
+
+class EnvStep(NamedTuple):
+    """What one ``step`` returns. ``final_obs`` holds the pre-reset observation of envs that ended."""
+
+    obs: dict[str, torch.Tensor]
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: dict[str, torch.Tensor]
+
+
+class InHandRotationEnv:
+    """Rotate an object about world +z with a hand; subclasses fix the hand, object and terms."""
+
+    task_name: ClassVar[str]
+    hand: ClassVar[HandSpec]
+    frames: ClassVar[int] = 3
+    """Frames stacked in the ``policy`` group."""
+
+    def __init__(
+        self,
+        num_envs: int,
+        obj: ObjectSpec,
+        physics: PhysicsOptions,
+        reward_weights: dict[str, float],
+        cache_source: caches.CacheSource,
+        cache_name: str,
+        sim: str = "mujoco",
+        num_threads: int | None = None,
+        episode_length: int = 400,
+        action_scale: float = 1.0 / 24.0,
+        joint_noise: float = 0.02,
+        object_scales: tuple[float, ...] = (1.0,),
+        target_limit_scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        unknown = set(reward_weights) - set(self.reward_term_names())
+        if unknown:
+            raise ValueError(f"unknown reward terms {sorted(unknown)}; valid: {self.reward_term_names()}")
+        self.num_envs = num_envs
+        self.obj = obj
+        self.physics = physics
+        self.ctrl_dt = physics.ctrl_dt
+        self.sim = sim
+        self.reward_weights = dict(reward_weights)
+        self.episode_length = episode_length
+        self.action_scale = action_scale
+        self.joint_noise = joint_noise
+        self.object_scales = tuple(object_scales)
+        self.cache_source = cache_source
+        self.cache_name = cache_name
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+
+        self.models = [build_scene(self.hand, obj, physics, scale).compile() for scale in self.object_scales]
+        self.layout = SceneLayout.from_model(self.models[0], self.hand)
+        self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads)
+        self.num_actions = self.hand.num_joints
+        joint_range = torch.as_tensor(self.layout.joint_range, dtype=torch.float32)
+        center, half = joint_range.mean(dim=1), (joint_range[:, 1] - joint_range[:, 0]) / 2
+        self.joint_lower, self.joint_upper = joint_range[:, 0], joint_range[:, 1]
+        self.target_lower = center - half * target_limit_scale
+        self.target_upper = center + half * target_limit_scale
+        self.object_anchor = torch.tensor(obj.pos, dtype=torch.float32)
+        self._allocate_buffers()
+        self.grasps: torch.Tensor | None = None
+
+    # Layout ------------------------------------------------------------------------------------
+    @classmethod
+    def reward_term_names(cls) -> tuple[str, ...]:
+        return ("rotate", "object_linvel", "pose", "torque", "work")
+
+    @property
+    def frame_dim(self) -> int:
+        return 2 * self.num_actions + 3
+
+    @property
+    def observation_dims(self) -> dict[str, int]:
+        """Size of each observation group."""
+        return {"policy": self.frames * self.frame_dim, "critic": self.frames * self.frame_dim + self.privileged_dim}
+
+    @property
+    def privileged_dim(self) -> int:
+        return 3 + 3 + 4 + 3 * len(self.hand.fingertip_bodies)
+
+    def _allocate_buffers(self) -> None:
+        n, j = self.num_envs, self.num_actions
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float32)  # noqa: E731
+        self.qpos, self.qvel = zeros(n, j), zeros(n, j)
+        self.object_pos, self.object_quat = zeros(n, 3), zeros(n, 4)
+        self.prev_object_pos, self.prev_object_quat = zeros(n, 3), zeros(n, 4)
+        self.object_linvel, self.object_angvel = zeros(n, 3), zeros(n, 3)
+        self.tip_pos = zeros(n, len(self.hand.fingertip_bodies), 3)
+        self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
+        self.kp = torch.full((n, j), self.hand.kp)
+        self.kd = torch.full((n, j), self.hand.kd)
+        self.history = zeros(n, self.frames, self.frame_dim)
+        self.episode_step = torch.zeros(n, dtype=torch.long)
+        self.episode_rotation = zeros(n)
+        self._ctrl = np.zeros((n, j))
+        self._step_metrics: dict[str, float] = {}
+        self._metric_sums: dict[str, float] = {}
+        self._metric_count = 0
+        self._finished: dict[str, list[float]] = {"length": [], "rotation_speed": [], "dropped": []}
+        self.nan_resets = 0
+
+    # Grasp cache -------------------------------------------------------------------------------
+    def regenerate_command(self) -> str:
+        return f"python -m unilab collect --config configs/ppo/{self.task_name}_grasp/{self.sim}.yaml"
+
+    def generated_cache_name(self, count: int) -> str:
+        """File name of a cache of ``count`` grasps (``<prefix>_<N>.npy``)."""
+        prefix = Path(self.cache_name).stem.rsplit("_", 1)[0]
+        return f"{prefix}_{caches.count_tag(count)}.npy"
+
+    def cache_expectation(self, scale_index: int = 0) -> caches.CacheExpectation:
+        return caches.CacheExpectation(
+            hand=self.hand.name,
+            fingerprint=hand_fingerprint(self.models[scale_index], self.hand),
+            joint_names=self.hand.joint_names,
+            object_scale=self.object_scales[scale_index],
+            regenerate_command=self.regenerate_command(),
+        )
+
+    def grasp_criteria(self) -> GraspCriteria:
+        """Grasp-collection criteria for this task (TASKS.md)."""
+        raise NotImplementedError
+
+    def collect_grasps(self, count: int, num_envs: int = 256, progress: Callable | None = None) -> np.ndarray:
+        """Collect ``count`` grasps for object scale ``object_scales[0]`` on a fresh backend."""
+        backend = make_backend(self.sim, self.models[:1], num_envs, self.physics.substeps, self.backend.num_threads)
+        collector = GraspCollector(
+            backend,
+            self.layout,
+            self.hand.home_array(),
+            np.asarray(self.obj.pos),
+            self.grasp_criteria(),
+            target_limits=np.stack([self.target_lower.numpy(), self.target_upper.numpy()], axis=1),
+            seed=int(self.rng.integers(2**31)),
+        )
+        grasps = collector.collect(count, progress)
+        self.last_collection_stats = collector.stats
+        return grasps
+
+    def write_grasp_cache(self, path: Path, count: int, num_envs: int = 256, progress: Callable | None = None) -> Path:
+        grasps = self.collect_grasps(count, num_envs, progress)
+        meta = caches.CacheMeta(
+            hand=self.hand.name,
+            model_id=f"{self.hand.menagerie_id}/{self.hand.menagerie_entry}",
+            fingerprint=self.cache_expectation().fingerprint,
+            joint_names=list(self.hand.joint_names),
+            object=asdict(self.obj),
+            object_scale=self.object_scales[0],
+            rows=len(grasps),
+            made_by={
+                "task": f"{self.task_name}_grasp",
+                "backend": self.sim,
+                "acceptance_rate": self.last_collection_stats.acceptance_rate,
+                "command": self.regenerate_command(),
+            },
+        )
+        return caches.save_cache(path, grasps, meta)
+
+    def load_grasps(self) -> None:
+        """Resolve the grasp cache (local -> Hugging Face -> generation) and keep it for resets."""
+        count = self.cache_source.generate_count
+
+        def generate(target: Path, n: int) -> None:
+            with ProgressBar(n, "collecting grasps") as bar:
+                self.write_grasp_cache(target, n, progress=bar.update)
+
+        grasps, path = caches.resolve_cache(
+            self.cache_name,
+            self.cache_source,
+            self.cache_expectation(),
+            generate=generate,
+            generated_name=self.generated_cache_name(count),
+        )
+        log.info("using %d grasps from %s", len(grasps), path)
+        self.grasps = torch.from_numpy(grasps)
+
+    # Reset -------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Reset every env from the grasp cache; episode counters start spread over [0, length)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
+            self.rng = np.random.default_rng(seed)
+        if self.grasps is None:
+            self.load_grasps()
+        all_envs = torch.arange(self.num_envs)
+        self._reset_envs(all_envs)
+        self.episode_step.copy_(torch.randint(0, self.episode_length, (self.num_envs,), generator=self.generator))
+        return self.observations()
+
+    def _reset_envs(self, env_ids: torch.Tensor) -> None:
+        if len(env_ids) == 0:
+            return
+        rows = self.grasps[torch.randint(0, len(self.grasps), (len(env_ids),), generator=self.generator)]
+        j = self.num_actions
+        ids = env_ids.numpy()
+        qpos = np.zeros((len(ids), self.backend.qpos.shape[1]))
+        qpos[:, self.layout.hand_qpos] = rows[:, :j].numpy()
+        qpos[:, self.layout.object_qpos : self.layout.object_qpos + 7] = rows[:, j:].numpy()
+        self.backend.reset(ids, qpos, np.zeros((len(ids), self.backend.qvel.shape[1])))
+        self.targets[env_ids] = rows[:, :j]
+        self.reset_qpos[env_ids] = rows[:, :j]
+        self.episode_step[env_ids] = 0
+        self.episode_rotation[env_ids] = 0.0
+        self._read_state(env_ids)
+        self.prev_object_pos[env_ids] = self.object_pos[env_ids]
+        self.prev_object_quat[env_ids] = self.object_quat[env_ids]
+        self.object_linvel[env_ids] = 0.0
+        self.object_angvel[env_ids] = 0.0
+        self.history[env_ids] = self._frame(env_ids, noise=True).unsqueeze(1)
+
+    # State readout -----------------------------------------------------------------------------
+    def _read_state(self, env_ids: torch.Tensor | None = None) -> None:
+        qpos = torch.from_numpy(self.backend.qpos)
+        qvel = torch.from_numpy(self.backend.qvel)
+        sensors = torch.from_numpy(self.backend.sensordata)
+        o = self.layout.object_qpos
+        index = slice(None) if env_ids is None else env_ids
+        self.qpos[index] = qpos[index][:, self.layout.hand_qpos].float()
+        self.qvel[index] = qvel[index][:, self.layout.hand_qvel].float()
+        self.object_pos[index] = qpos[index, o : o + 3].float()
+        self.object_quat[index] = qpos[index, o + 3 : o + 7].float()
+        self.tip_pos[index] = sensors[index][:, self.layout.tip_pos].float()
+
+    def normalized_joints(self, env_ids: torch.Tensor | slice) -> torch.Tensor:
+        """Joint positions mapped from the joint range to [-1, 1]."""
+        return 2.0 * (self.qpos[env_ids] - self.joint_lower) / (self.joint_upper - self.joint_lower) - 1.0
+
+    def _frame(self, env_ids: torch.Tensor | slice, noise: bool) -> torch.Tensor:
+        """One observation frame: [normalised joints (+noise), targets, object position - anchor]."""
+        joints = self.normalized_joints(env_ids)
+        if noise and self.joint_noise > 0:
+            joints = joints + (torch.rand(joints.shape, generator=self.generator) * 2 - 1) * self.joint_noise
+        return torch.cat([joints, self.targets[env_ids], self.object_pos[env_ids] - self.object_anchor], dim=-1)
+
+    def privileged(self) -> torch.Tensor:
+        """Critic-only extras: object linear/angular velocity, orientation, fingertips relative to object."""
+        tips = (self.tip_pos - self.object_pos[:, None, :]).flatten(1)
+        return torch.cat([self.object_linvel, self.object_angvel, self.object_quat, tips], dim=-1)
+
+    def observations(self) -> dict[str, torch.Tensor]:
+        policy = self.history.flatten(1)
+        return {"policy": policy, "critic": torch.cat([policy, self.privileged()], dim=-1)}
+
+    # Step --------------------------------------------------------------------------------------
+    def reward_terms(self) -> dict[str, torch.Tensor]:
+        torque = R.pd_torque(self.kp, self.kd, self.targets, self.qpos, self.qvel)
+        return {
+            "rotate": R.rotate(self.object_angvel, ROTATE_LIMIT),
+            "object_linvel": R.object_linvel_penalty(self.object_linvel),
+            "pose": R.pose_penalty(self.qpos, self.reset_qpos),
+            "torque": R.torque_penalty(torque, limit=0.5),
+            "work": R.work_penalty(torque, self.qvel),
+        }
+
+    def dropped(self) -> torch.Tensor:
+        """(N,) True where the object is lost (task-specific)."""
+        raise NotImplementedError
+
+    def step(self, actions: torch.Tensor) -> EnvStep:
+        """Apply delta-position actions in [-1, 1], advance one control step, auto-reset ended envs."""
+        actions = actions.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
+        torch.clamp(self.targets + actions * self.action_scale, self.target_lower, self.target_upper, out=self.targets)
+        np.copyto(self._ctrl, self.targets.numpy())
+        self.backend.step(self._ctrl)
+
+        # Kinematics (finite differences over ctrl_dt)
+        self.prev_object_pos.copy_(self.object_pos)
+        self.prev_object_quat.copy_(self.object_quat)
+        self._read_state()
+        self.object_linvel = R.linear_velocity(self.object_pos, self.prev_object_pos, self.ctrl_dt)
+        self.object_angvel = R.angular_velocity(self.object_quat, self.prev_object_quat, self.ctrl_dt)
+
+        # Rewards: sum_i w_i * term_i, times ctrl_dt
+        terms = self.reward_terms()
+        reward = torch.zeros(self.num_envs)
+        for name, weight in self.reward_weights.items():
+            reward += weight * terms[name]
+        reward *= self.ctrl_dt
+
+        # NaN guard: a non-finite state or reward resets that env and is counted
+        state_ok = torch.isfinite(self.qpos).all(1) & torch.isfinite(self.object_pos).all(1)
+        bad = ~(state_ok & torch.isfinite(reward))
+        if bad.any():
+            self.nan_resets += int(bad.sum())
+            reward = torch.where(bad, torch.zeros_like(reward), reward)
+            self._sanitize(bad)
+
+        # Termination and truncation
+        self.episode_step += 1
+        self.episode_rotation += self.object_angvel[:, 2] * self.ctrl_dt
+        dropped = self.dropped() | bad
+        truncated = (self.episode_step >= self.episode_length) & ~dropped
+        done = dropped | truncated
+
+        # Observations before reset (kept as final_obs), then auto-reset
+        self.history = torch.roll(self.history, shifts=-1, dims=1)
+        self.history[:, -1] = self._frame(slice(None), noise=True)
+        obs = final_obs = self.observations()
+        done_ids = done.nonzero().flatten()
+        if len(done_ids):
+            final_obs = {name: value.clone() for name, value in final_obs.items()}  # resets write in place
+            self._record_episodes(done_ids, dropped)
+            self._reset_envs(done_ids)
+            obs = self.observations()
+        self._accumulate(
+            {f"reward/{k}": v.mean().item() for k, v in terms.items()} | {"reward/total": reward.mean().item()}
+        )
+        return EnvStep(obs, reward, dropped, truncated, final_obs)
+
+    def _sanitize(self, bad: torch.Tensor) -> None:
+        """Replace non-finite readings of ``bad`` envs so they cannot poison observations."""
+        for tensor in (self.qpos, self.qvel, self.object_pos, self.object_quat, self.object_linvel, self.object_angvel):
+            tensor[bad] = torch.nan_to_num(tensor[bad], nan=0.0, posinf=0.0, neginf=0.0)
+        self.tip_pos[bad] = torch.nan_to_num(self.tip_pos[bad], nan=0.0, posinf=0.0, neginf=0.0)
+
+    # Metrics -----------------------------------------------------------------------------------
+    def _accumulate(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
+        self._metric_count += 1
+
+    def _record_episodes(self, done_ids: torch.Tensor, dropped: torch.Tensor) -> None:
+        steps = self.episode_step[done_ids].float()
+        self._finished["length"] += steps.tolist()
+        self._finished["rotation_speed"] += (self.episode_rotation[done_ids] / (steps * self.ctrl_dt)).tolist()
+        self._finished["dropped"] += dropped[done_ids].float().tolist()
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Means since the last call: ``reward/<term>``, finished-episode stats and counters."""
+        metrics = {k: v / max(self._metric_count, 1) for k, v in self._metric_sums.items()}
+        metrics["env/nan_resets"] = float(self.nan_resets)
+        metrics["env/rotation_speed_now"] = self.object_angvel[:, 2].mean().item()
+        if self._finished["length"]:
+            metrics["episode/length"] = float(np.mean(self._finished["length"]))
+            metrics["episode/rotation_speed"] = float(np.mean(self._finished["rotation_speed"]))
+            metrics["episode/drop_rate"] = float(np.mean(self._finished["dropped"]))
+            metrics["episode/count"] = float(len(self._finished["length"]))
+        self._metric_sums, self._metric_count = {}, 0
+        self._finished = {key: [] for key in self._finished}
+        return metrics
