@@ -35,13 +35,15 @@ class UnilabCLI(LightningCLI):
         parser.link_arguments("model.init_args.gae_lambda", "data.init_args.gae_lambda")
 
     def instantiate_trainer(self, **kwargs):
-        if not self._logger_configured():
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = default_logger(self.model, self.datamodule)
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        wants_checkpoints = trainer_config.get("enable_checkpointing") is not False
+        if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            kwargs["callbacks"] = callbacks + default_checkpoints()
         return super().instantiate_trainer(**kwargs)
-
-    def _logger_configured(self) -> bool:
-        trainer_config = self.config[self.subcommand].trainer if self.subcommand else self.config.trainer
-        return trainer_config.get("logger") not in (None, True)
 
 
 def run_name(sim: str) -> str:
@@ -55,14 +57,12 @@ def default_logger(model: LightningModule, datamodule: LightningDataModule) -> T
     return TensorBoardLogger(save_dir=LOG_ROOT, name=f"{algo}/{type(env).__name__}", version=run_name(env.sim))
 
 
-def trainer_defaults() -> dict:
-    return {
-        "log_every_n_steps": 1,
-        "callbacks": [
-            ModelCheckpoint(save_last=True, save_top_k=0, every_n_epochs=1),
-            ModelCheckpoint(filename="epoch_{epoch}", save_top_k=-1, every_n_epochs=10, auto_insert_metric_name=False),
-        ],
-    }
+def default_checkpoints() -> list[ModelCheckpoint]:
+    """``last.ckpt`` after every epoch and a kept ``epoch_<N>.ckpt`` every 10 epochs."""
+    return [
+        ModelCheckpoint(save_last=True, save_top_k=0, every_n_epochs=1),
+        ModelCheckpoint(filename="epoch_{epoch}", save_top_k=-1, every_n_epochs=10, auto_insert_metric_name=False),
+    ]
 
 
 def collect(
@@ -118,7 +118,7 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path:
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
-        trainer_defaults=trainer_defaults(),
+        trainer_defaults={"log_every_n_steps": 1},
         save_config_kwargs={"overwrite": True},
         args=args,
     )

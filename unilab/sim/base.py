@@ -57,6 +57,10 @@ class SimBackend(Protocol):
     def sensordata(self) -> np.ndarray:
         """(N, nsensordata) sensor readings after the last step."""
 
+    @property
+    def diverged(self) -> np.ndarray:
+        """(N,) True where the physics of an env broke down during the last step (NaN, instability)."""
+
     def reset(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Set the state of ``env_ids`` (k,) to ``qpos`` (k, nq) and ``qvel`` (k, nv)."""
 

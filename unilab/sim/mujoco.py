@@ -82,6 +82,8 @@ class MujocoBackend:
         self._sensor_trajectory = np.zeros((num_envs, substeps, first.nsensordata))
         self._control = np.zeros((num_envs, substeps, ncontrol))
         self._xfrc_start = self.nu + 6 * self._object_body
+        self._expected_time = np.zeros(num_envs)
+        self._diverged = np.zeros(num_envs, dtype=bool)
         data = mujoco.MjData(first)
         mujoco.mj_forward(first, data)
         mujoco.mj_getState(first, data, self._state[0], STATE_SPEC)
@@ -108,12 +110,22 @@ class MujocoBackend:
         """(N, nstate) full physics state (time, qpos, qvel, act)."""
         return self._state
 
+    @property
+    def diverged(self) -> np.ndarray:
+        """(N,) True where MuJoCo reset an env during the last step because its state blew up.
+
+        MuJoCo's own guard (bad qpos/qvel/qacc) silently resets the data and restarts its clock,
+        so an env whose simulated time did not advance by ``substeps * timestep`` diverged.
+        """
+        return self._diverged
+
     def reset(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
         self._state[env_ids, 0] = 0.0
         self._qpos[env_ids] = qpos
         self._qvel[env_ids] = qvel
 
     def step(self, ctrl: np.ndarray, object_force: np.ndarray | None = None) -> None:
+        np.add(self._state[:, 0], self.substeps * self.timestep, out=self._expected_time)
         np.copyto(self._control[:, :, : self.nu], ctrl[:, None, :])
         if object_force is not None:
             if not self._object_force:
@@ -131,6 +143,8 @@ class MujocoBackend:
             sensordata=self._sensor_trajectory,
         )
         np.copyto(self._state, self._trajectory[:, -1])
+        self._diverged = np.abs(self._state[:, 0] - self._expected_time) > 0.5 * self.timestep
+        self._diverged |= ~np.isfinite(self._state).all(axis=1)
 
     # Domain randomisation -------------------------------------------------------------------------
     def env_models(self) -> list[mujoco.MjModel]:

@@ -119,6 +119,7 @@ class InHandRotationEnv:
         self.qpos, self.qvel = zeros(n, j), zeros(n, j)
         self.object_pos, self.object_quat = zeros(n, 3), zeros(n, 4)
         self.prev_object_pos, self.prev_object_quat = zeros(n, 3), zeros(n, 4)
+        self.reset_object_pos = zeros(n, 3)
         self.object_linvel, self.object_angvel = zeros(n, 3), zeros(n, 3)
         self.tip_pos = zeros(n, len(self.hand.fingertip_bodies), 3)
         self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
@@ -238,6 +239,7 @@ class InHandRotationEnv:
         self.episode_rotation[env_ids] = 0.0
         self._read_state(env_ids)
         self.prev_object_pos[env_ids] = self.object_pos[env_ids]
+        self.reset_object_pos[env_ids] = self.object_pos[env_ids]
         self.prev_object_quat[env_ids] = self.object_quat[env_ids]
         self.object_linvel[env_ids] = 0.0
         self.object_angvel[env_ids] = 0.0
@@ -314,7 +316,7 @@ class InHandRotationEnv:
 
         # NaN guard: a non-finite state or reward resets that env and is counted
         state_ok = torch.isfinite(self.qpos).all(1) & torch.isfinite(self.object_pos).all(1)
-        bad = ~(state_ok & torch.isfinite(reward))
+        bad = ~(state_ok & torch.isfinite(reward)) | torch.from_numpy(self.backend.diverged)
         if bad.any():
             self.nan_resets += int(bad.sum())
             reward = torch.where(bad, torch.zeros_like(reward), reward)

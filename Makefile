@@ -1,0 +1,38 @@
+# unilab: `make train` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_MENAGERIE := $(abspath ../shared/menagerie)
+# Offline copies of the Menagerie models sit beside the checkout on this team's machines.
+export MENAGERIE_ROOT ?= $(if $(wildcard $(SHARED_MENAGERIE)),$(SHARED_MENAGERIE),)
+CONFIG ?= configs/ppo/allegro_inhand/mujoco.yaml
+
+.PHONY: setup train test bench lint clean
+
+$(BIN)/unilab: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build of torch first, so nothing pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(BIN)/unilab
+
+setup: $(BIN)/unilab
+
+train: setup
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m unilab fit --config $(CONFIG)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/env_throughput.py --num-envs 256
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/grasp_rate.py
+
+lint: setup
+	$(BIN)/ruff check unilab tests benchmarks
+	$(BIN)/ruff format --check unilab tests benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info
