@@ -126,7 +126,10 @@ class InHandRotationEnv:
         self.kp = torch.full((n, j), self.hand.kp)
         self.kd = torch.full((n, j), self.hand.kd)
         self.history = zeros(n, self.frames, self.frame_dim)
+        # episode_step counts towards the time-out (spread out at the first reset); steps_since_reset
+        # is what an episode really lasted, for the statistics.
         self.episode_step = torch.zeros(n, dtype=torch.long)
+        self.steps_since_reset = torch.zeros(n, dtype=torch.long)
         self.episode_rotation = zeros(n)
         self._ctrl = np.zeros((n, j))
         self._step_metrics: dict[str, float] = {}
@@ -236,6 +239,7 @@ class InHandRotationEnv:
         self.targets[env_ids] = rows[:, :j]
         self.reset_qpos[env_ids] = rows[:, :j]
         self.episode_step[env_ids] = 0
+        self.steps_since_reset[env_ids] = 0
         self.episode_rotation[env_ids] = 0.0
         self._read_state(env_ids)
         self.prev_object_pos[env_ids] = self.object_pos[env_ids]
@@ -324,6 +328,7 @@ class InHandRotationEnv:
 
         # Termination and truncation
         self.episode_step += 1
+        self.steps_since_reset += 1
         self.episode_rotation += self.object_angvel[:, 2] * self.ctrl_dt
         dropped = self.dropped() | bad
         truncated = (self.episode_step >= self.episode_length) & ~dropped
@@ -357,7 +362,7 @@ class InHandRotationEnv:
         self._metric_count += 1
 
     def _record_episodes(self, done_ids: torch.Tensor, dropped: torch.Tensor) -> None:
-        steps = self.episode_step[done_ids].float()
+        steps = self.steps_since_reset[done_ids].float()
         self._finished["length"] += steps.tolist()
         self._finished["rotation_speed"] += (self.episode_rotation[done_ids] / (steps * self.ctrl_dt)).tolist()
         self._finished["dropped"] += dropped[done_ids].float().tolist()

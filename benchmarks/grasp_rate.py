@@ -1,0 +1,48 @@
+"""Grasp collection speed: accepted grasps per second and the acceptance rate (JSON).
+
+python benchmarks/grasp_rate.py --grasps 300 --num-envs 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+
+from unilab.sim.mujoco import default_num_threads
+from unilab.tasks import get_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="allegro_inhand")
+    parser.add_argument("--sim", default="mujoco")
+    parser.add_argument("--num-envs", type=int, default=256)
+    parser.add_argument("--grasps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=default_num_threads())
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    env = get_task(args.task)(num_envs=1, sim=args.sim, num_threads=args.threads)
+    env.collect_grasps(args.grasps, num_envs=args.num_envs)
+    stats = env.last_collection_stats
+    print(
+        json.dumps(
+            {
+                "task": args.task,
+                "sim": args.sim,
+                "num_envs": args.num_envs,
+                "accepted": stats.accepted,
+                "candidates": stats.candidates,
+                "acceptance_rate": round(stats.acceptance_rate, 4),
+                "grasps_per_second": round(stats.grasps_per_second, 2),
+                "seconds": round(stats.seconds, 2),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
