@@ -1,5 +1,11 @@
 """End-to-end: LightningCLI fit in-process on real physics, tiny sizes."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +89,76 @@ def test_collect_writes_a_cache(tmp_path, monkeypatch):
     assert path == output
     grasps = np.load(output)
     assert grasps.shape == (4, 23) and (tmp_path / "mine.npy.json").exists()
+
+
+ROUTE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]
+
+
+def tiny_overrides(cache_dir: Path) -> list[str]:
+    return fit_args(cache_dir)[3:]  # everything after "fit --config <file>"
+
+
+def test_train_then_eval_prints_metrics_writes_eval_json_and_onnx(tmp_path, monkeypatch, cache_dir, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=4", "--data.env.episode_length=40"])
+    (run,) = run_dirs(tmp_path)
+    report = json.loads((run / "eval.json").read_text())
+    assert report["overall"]["episodes"] == 4 and 0.0 < report["overall"]["TTF"] <= 1.0
+    assert (run / "policy.onnx").exists() and report["onnx"]["max_abs_diff"] < 1e-4
+    out = capsys.readouterr().out
+    assert "RotR" in out and "max |onnx - torch|" in out
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["env_steps"] == 64 and meta["ended"] and meta["packages"]["mujoco"]
+
+
+def test_resume_continues_counters_in_the_same_run(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    cli = main(["train", *ROUTE, "--resume", "--trainer.max_epochs=2"])
+    assert int(cli.model.iteration) == 4 and int(cli.model.env_steps) == 4 * 4 * 8
+    (run,) = run_dirs(tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert int(checkpoint["state_dict"]["iteration"]) == 4 and checkpoint["global_step"] == cli.trainer.global_step
+
+
+def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    (run,) = run_dirs(tmp_path)
+    path = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["unilab"]["observation_dims"] = {"policy": 147, "critic": 156}
+    torch.save(checkpoint, path)
+    with pytest.raises(ValueError, match="different task or observation layout"):
+        main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=2"])
+
+
+def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
+    command = [sys.executable, "-m", "unilab", *fit_args(cache_dir, "--trainer.max_epochs=1000")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(2.0)  # let it get into a later iteration
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (ckpt,) = tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")
+    saved = torch.load(ckpt, weights_only=False)
+    epochs_done = int(saved["state_dict"]["iteration"]) // 2  # two iterations per epoch
+    assert int(saved["state_dict"]["iteration"]) == 2 * epochs_done and epochs_done >= 1
+    resume = subprocess.run(
+        [*command[:3], "train", *ROUTE, "--resume", f"--trainer.max_epochs={epochs_done + 1}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    resumed = torch.load(ckpt, weights_only=False)
+    assert int(resumed["state_dict"]["iteration"]) == 2 * (epochs_done + 1)
+    assert len(list(tmp_path.glob("logs/ppo/*/*"))) == 1

@@ -1,6 +1,12 @@
 """``python -m unilab`` -> :func:`unilab.cli.main`."""
 
+import sys
+
 from unilab.cli import main
+from unilab.router import RouterError
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RouterError as error:
+        sys.exit(f"error: {error}")

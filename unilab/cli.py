@@ -18,11 +18,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from unilab.callbacks import EvaluationReport, RunMetadata
 from unilab.data.rollout import EnvFactory
+from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
 
 log = logging.getLogger("unilab")
 LOG_ROOT = "logs"
+TRAINER_DEFAULTS = {
+    "log_every_n_steps": 1,
+    "check_val_every_n_epoch": 5,
+    "num_sanity_val_steps": 0,
+    "inference_mode": False,
+}
 
 
 class UnilabCLI(LightningCLI):
@@ -36,13 +44,17 @@ class UnilabCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
+        ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
         if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = default_logger(self.model, self.datamodule)
+            kwargs["logger"] = resumed_logger(ckpt_path) or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        wants_checkpoints = trainer_config.get("enable_checkpointing") is not False
-        if wants_checkpoints and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-            kwargs["callbacks"] = callbacks + default_checkpoints()
+        if trainer_config.get("enable_checkpointing") is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in callbacks
+        ):
+            callbacks += default_checkpoints()
+        seed = self._get(self.config, "seed_everything")
+        kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -57,11 +69,29 @@ def default_logger(model: LightningModule, datamodule: LightningDataModule) -> T
     return TensorBoardLogger(save_dir=LOG_ROOT, name=f"{algo}/{type(env).__name__}", version=run_name(env.sim))
 
 
+def resumed_logger(ckpt_path: str | None) -> TensorBoardLogger | None:
+    """Keep logging into the run folder of a checkpoint under logs/<algo>/<Task>/<run>/checkpoints/."""
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return None
+    run = Path(ckpt_path).resolve().parent.parent
+    if run.parent.parent.parent.name != LOG_ROOT:
+        return None
+    return TensorBoardLogger(
+        save_dir=str(run.parents[2]), name=f"{run.parents[1].name}/{run.parent.name}", version=run.name
+    )
+
+
 def default_checkpoints() -> list[ModelCheckpoint]:
-    """``last.ckpt`` after every epoch and a kept ``epoch_<N>.ckpt`` every 10 epochs."""
+    """``last.ckpt`` every epoch, a kept ``epoch_<N>.ckpt`` every 10 epochs, ``best.ckpt`` by eval RotR.
+
+    Version counters are off: a resumed run overwrites its own ``last.ckpt`` instead of adding ``last-v1``.
+    """
+    common = {"enable_version_counter": False, "auto_insert_metric_name": False}
+    periodic = {"save_on_train_epoch_end": True, **common}
     return [
-        ModelCheckpoint(save_last=True, save_top_k=0, every_n_epochs=1),
-        ModelCheckpoint(filename="epoch_{epoch}", save_top_k=-1, every_n_epochs=10, auto_insert_metric_name=False),
+        ModelCheckpoint(filename="last", save_top_k=1, every_n_epochs=1, **periodic),
+        ModelCheckpoint(filename="epoch_{epoch}", save_top_k=-1, every_n_epochs=10, **periodic),
+        ModelCheckpoint(filename="best", monitor="eval/RotR", mode="max", save_top_k=1, **common),
     ]
 
 
@@ -105,6 +135,23 @@ def collect_main(args: list[str]) -> Path:
     return collect(**{k: v for k, v in vars(init).items() if k != "config"})
 
 
+def train() -> None:
+    """Console script ``train`` (same as ``python -m unilab train``)."""
+    _route_script("train")
+
+
+def evaluate() -> None:
+    """Console script ``eval`` (same as ``python -m unilab eval``; a shell's builtin ``eval`` wins, use that)."""
+    _route_script("eval")
+
+
+def _route_script(command: str) -> None:
+    try:
+        main([command, *sys.argv[1:]])
+    except RouterError as error:
+        raise SystemExit(f"{command}: {error}") from None
+
+
 def main(args: list[str] | None = None) -> UnilabCLI | Path:
     """Entry point of ``python -m unilab``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -112,13 +159,17 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
         return collect_main(argv[1:])
+    if argv and argv[0] in ("train", "eval"):
+        route = (route_train if argv[0] == "train" else route_eval)(argv[1:])
+        log.info("%s -> python -m unilab %s", argv[0], " ".join(route.args))
+        return main(route.args)
     return UnilabCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
-        trainer_defaults={"log_every_n_steps": 1},
+        trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -6,6 +6,7 @@ RolloutDataModule; the module runs epochs x minibatches of clipped-surrogate upd
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -14,8 +15,9 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
-from unilab.data.rollout import RolloutBatch
-from unilab.models.actor_critic import ActorCritic
+from unilab.data.rollout import ManifestRequest, RolloutBatch
+from unilab.evaluation import evaluate
+from unilab.models.actor_critic import ActorCritic, DeterministicActor
 
 
 class ActingPolicy:
@@ -115,6 +117,8 @@ class PPO(L.LightningModule):
         self.optimizer_factory = optimizer
         self.register_buffer("env_steps", torch.zeros((), dtype=torch.int64))
         self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
+        self.test_result: dict | None = None
+        self.recorded_observations: torch.Tensor | None = None
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.policy.parameters())
@@ -139,31 +143,36 @@ class PPO(L.LightningModule):
         stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
         updates = 0
 
-        # Policy update: epochs x minibatches
-        for _ in range(hp.num_learning_epochs):
-            permutation = torch.randperm(batch_size, device=advantages.device)
-            for start in range(0, batch_size, minibatch):
-                idx = permutation[start : start + minibatch]
-                obs = {name: value[idx] for name, value in batch.obs.items()}
-                log_prob, entropy, values, dist = self.policy.evaluate(obs, batch.actions[idx])
-                with torch.no_grad():
-                    kl = gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev).item()
-                if hp.schedule == "adaptive":
-                    lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
-                value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
-                loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
-                optimizer.zero_grad()
-                self.manual_backward(loss)
-                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-                optimizer.step()
-                stats["loss/surrogate"] += surrogate.item()
-                stats["loss/value"] += value_loss.item()
-                stats["loss/entropy"] += entropy.mean().item()
-                stats["policy/kl"] += kl
-                updates += 1
+        # Policy update: epochs x minibatches. Under DDP, gradients and KL are averaged over ranks
+        # explicitly (one all-reduce per minibatch), so every rank takes the same step.
+        with self._no_automatic_gradient_sync():
+            for _ in range(hp.num_learning_epochs):
+                permutation = torch.randperm(batch_size, device=advantages.device)
+                for start in range(0, batch_size, minibatch):
+                    idx = permutation[start : start + minibatch]
+                    obs = {name: value[idx] for name, value in batch.obs.items()}
+                    log_prob, entropy, values, dist = self.policy.evaluate(obs, batch.actions[idx])
+                    with torch.no_grad():
+                        kl = self._mean_over_ranks(
+                            gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev)
+                        )
+                    if hp.schedule == "adaptive":
+                        lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr
+                    surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
+                    value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
+                    loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
+                    optimizer.zero_grad()
+                    self.manual_backward(loss)
+                    self._average_gradients_over_ranks()
+                    self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                    optimizer.step()
+                    stats["loss/surrogate"] += surrogate.item()
+                    stats["loss/value"] += value_loss.item()
+                    stats["loss/entropy"] += entropy.mean().item()
+                    stats["policy/kl"] += kl
+                    updates += 1
 
         # Logging
         update_seconds = time.perf_counter() - started
@@ -181,6 +190,25 @@ class PPO(L.LightningModule):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
         self._log_progress(logs)
 
+    # Multi-rank helpers (no-ops on one process) ---------------------------------------------------
+    def _no_automatic_gradient_sync(self):
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return block() if block is not None and self.trainer.world_size > 1 else contextlib.nullcontext()
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> float:
+        if self.trainer.world_size > 1:
+            value = self.trainer.strategy.reduce(value.detach().clone(), reduce_op="mean")
+        return float(value)
+
+    def _average_gradients_over_ranks(self) -> None:
+        world = self.trainer.world_size
+        if world == 1:
+            return
+        for parameter in self.policy.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= world
+
     def _log_progress(self, logs: dict[str, float]) -> None:
         bar = {
             "it": float(self.iteration),
@@ -191,6 +219,34 @@ class PPO(L.LightningModule):
             bar["ep_len"] = logs["episode/length"]
             bar["rot"] = logs["episode/rotation_speed"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=1)
+
+    # Evaluation ----------------------------------------------------------------------------------
+    def _evaluate(self, request: ManifestRequest) -> dict:
+        env = self.trainer.datamodule.evaluation_env(request.episodes)
+        recorded = []
+
+        def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            obs = {name: value.to(self.device) for name, value in obs.items()}
+            if len(recorded) < 16:
+                recorded.append(obs[self.policy.actor_group][:16].cpu())
+            return self.policy.action_mean(obs)
+
+        result = evaluate(env, act, request.seed)
+        self.recorded_observations = torch.cat(recorded)
+        return result
+
+    def validation_step(self, request: ManifestRequest, batch_idx: int) -> None:
+        overall = self._evaluate(request)["overall"]
+        self.log_dict({f"eval/{name}": float(value) for name, value in overall.items()}, batch_size=1)
+
+    def test_step(self, request: ManifestRequest, batch_idx: int) -> None:
+        self.test_result = self._evaluate(request)
+        overall = self.test_result["overall"]
+        self.log_dict({f"test/{name}": float(value) for name, value in overall.items()}, batch_size=1)
+
+    def deterministic_actor(self) -> DeterministicActor:
+        """Normaliser + actor as one module mapping the actor observation group to action means."""
+        return DeterministicActor(self.policy.actor_normalizer, self.policy.actor)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["unilab"] = {

@@ -84,6 +84,14 @@ class RolloutBatch:
         return self.actions.shape[0]
 
 
+@dataclass
+class ManifestRequest:
+    """One evaluation run: ``episodes`` deterministic episodes from ``seed``."""
+
+    episodes: int
+    seed: int
+
+
 class RolloutStorage:
     """Preallocated (horizon, num_envs, ...) buffers for one iteration."""
 
@@ -196,6 +204,9 @@ class RolloutDataModule(L.LightningDataModule):
         seed: int = 0,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
+        val_episodes: int = 16,
+        test_episodes: int = 64,
+        eval_seed: int = 12345,
     ) -> None:
         """
         Args:
@@ -206,6 +217,9 @@ class RolloutDataModule(L.LightningDataModule):
             seed: Base seed; rank r uses ``seed + r``.
             gamma: Discount (linked from the algorithm).
             gae_lambda: GAE lambda (linked from the algorithm).
+            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
+            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
+            eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
         """
         super().__init__()
         for name, value in {
@@ -215,7 +229,10 @@ class RolloutDataModule(L.LightningDataModule):
         }.items():
             if value < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {value}")
+        self.env_factory = env
         self.env = env(num_envs)
+        self.val_episodes, self.test_episodes, self.eval_seed = val_episodes, test_episodes, eval_seed
+        self._eval_envs: dict[int, InHandRotationEnv] = {}
         self.horizon = horizon
         self.iterations_per_epoch = iterations_per_epoch
         self.seed = seed
@@ -246,10 +263,22 @@ class RolloutDataModule(L.LightningDataModule):
         return self._policy, self._device
 
     def setup(self, stage: str) -> None:
-        if not self._started:
+        if stage == "fit" and not self._started:
             rank = self.trainer.global_rank if self.trainer is not None else 0
             self.collector.start(seed=self.seed + rank)
             self._started = True
+
+    def evaluation_env(self, episodes: int) -> InHandRotationEnv:
+        """An env with one slot per manifest episode (built once per size)."""
+        if episodes not in self._eval_envs:
+            self._eval_envs[episodes] = self.env_factory(episodes)
+        return self._eval_envs[episodes]
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader([ManifestRequest(self.val_episodes, self.eval_seed)], batch_size=None)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader([ManifestRequest(self.test_episodes, self.eval_seed)], batch_size=None)
 
     def train_dataloader(self) -> DataLoader:
         dataset = RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch)

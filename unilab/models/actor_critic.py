@@ -60,3 +60,14 @@ class ActorCritic(nn.Module):
         """Log-prob, entropy, value and the distribution for a batch of stored actions."""
         dist = self.distribution(obs)
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1), self.value(obs), dist
+
+
+class DeterministicActor(nn.Module):
+    """Observation normalisation + actor MLP -> action mean (what a robot runs)."""
+
+    def __init__(self, normalizer: nn.Module, actor: nn.Module) -> None:
+        super().__init__()
+        self.normalizer, self.actor = normalizer, actor
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(self.normalizer(obs))

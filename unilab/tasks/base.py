@@ -35,6 +35,8 @@ class EnvStep(NamedTuple):
     terminated: torch.Tensor
     truncated: torch.Tensor
     final_obs: dict[str, torch.Tensor]
+    kinematics: dict[str, torch.Tensor]
+    """Per-env quantities of this step before any reset: ``omega_z``, ``linvel``, ``torque``, ``qvel``."""
 
 
 class InHandRotationEnv:
@@ -125,6 +127,7 @@ class InHandRotationEnv:
         self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
         self.kp = torch.full((n, j), self.hand.kp)
         self.kd = torch.full((n, j), self.hand.kd)
+        self.torque = zeros(n, j)
         self.history = zeros(n, self.frames, self.frame_dim)
         # episode_step counts towards the time-out (spread out at the first reset); steps_since_reset
         # is what an episode really lasted, for the statistics.
@@ -214,8 +217,12 @@ class InHandRotationEnv:
         self.grasps = torch.from_numpy(grasps)
 
     # Reset -------------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> dict[str, torch.Tensor]:
-        """Reset every env from the grasp cache; episode counters start spread over [0, length)."""
+    def reset(self, seed: int | None = None, spread_episodes: bool = True) -> dict[str, torch.Tensor]:
+        """Reset every env from the grasp cache.
+
+        With ``spread_episodes`` the time-out counters start uniformly in [0, length) so episode
+        ends are spread out (training); evaluation starts every episode at step 0.
+        """
         if seed is not None:
             self.generator.manual_seed(seed)
             self.rng = np.random.default_rng(seed)
@@ -223,7 +230,9 @@ class InHandRotationEnv:
             self.load_grasps()
         all_envs = torch.arange(self.num_envs)
         self._reset_envs(all_envs)
-        self.episode_step.copy_(torch.randint(0, self.episode_length, (self.num_envs,), generator=self.generator))
+        if spread_episodes:
+            spread = torch.randint(0, self.episode_length, (self.num_envs,), generator=self.generator)
+            self.episode_step.copy_(spread)
         return self.observations()
 
     def _reset_envs(self, env_ids: torch.Tensor) -> None:
@@ -284,7 +293,7 @@ class InHandRotationEnv:
 
     # Step --------------------------------------------------------------------------------------
     def reward_terms(self) -> dict[str, torch.Tensor]:
-        torque = R.pd_torque(self.kp, self.kd, self.targets, self.qpos, self.qvel)
+        torque = self.torque
         return {
             "rotate": R.rotate(self.object_angvel, ROTATE_LIMIT),
             "object_linvel": R.object_linvel_penalty(self.object_linvel),
@@ -310,6 +319,7 @@ class InHandRotationEnv:
         self._read_state()
         self.object_linvel = R.linear_velocity(self.object_pos, self.prev_object_pos, self.ctrl_dt)
         self.object_angvel = R.angular_velocity(self.object_quat, self.prev_object_quat, self.ctrl_dt)
+        self.torque = R.pd_torque(self.kp, self.kd, self.targets, self.qpos, self.qvel)
 
         # Rewards: sum_i w_i * term_i, times ctrl_dt
         terms = self.reward_terms()
@@ -338,16 +348,20 @@ class InHandRotationEnv:
         self.history = torch.roll(self.history, shifts=-1, dims=1)
         self.history[:, -1] = self._frame(slice(None), noise=True)
         obs = final_obs = self.observations()
+        kinematics = {"omega_z": self.object_angvel[:, 2], "linvel": self.object_linvel, "torque": self.torque}
+        kinematics["qvel"] = self.qvel.clone()
         done_ids = done.nonzero().flatten()
         if len(done_ids):
-            final_obs = {name: value.clone() for name, value in final_obs.items()}  # resets write in place
+            # resets write in place: keep what the ended episodes saw
+            final_obs = {name: value.clone() for name, value in final_obs.items()}
+            kinematics = {name: value.clone() for name, value in kinematics.items()}
             self._record_episodes(done_ids, dropped)
             self._reset_envs(done_ids)
             obs = self.observations()
         self._accumulate(
             {f"reward/{k}": v.mean().item() for k, v in terms.items()} | {"reward/total": reward.mean().item()}
         )
-        return EnvStep(obs, reward, dropped, truncated, final_obs)
+        return EnvStep(obs, reward, dropped, truncated, final_obs, kinematics)
 
     def _sanitize(self, bad: torch.Tensor) -> None:
         """Replace non-finite readings of ``bad`` envs so they cannot poison observations."""

@@ -1,0 +1,84 @@
+import pytest
+
+from unilab.router import REFERENCE_KEYS, RouterError, find_run, route_eval, route_train
+
+BASE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]
+
+
+def test_train_routes_to_fit_with_the_owner_config():
+    route = route_train(BASE)
+    assert route.args[0] == "fit" and route.args[2].endswith("configs/ppo/allegro_inhand/mujoco.yaml")
+
+
+def test_lightning_flags_pass_through_and_reference_keys_translate():
+    route = route_train(
+        [
+            *BASE,
+            "--data.num_envs",
+            "64",
+            "algo.num_envs=32",
+            "env.grasp_cache_path=caches/mine.npy",
+            "training.no_play=true",
+        ]
+    )
+    assert route.args[3:] == ["--data.num_envs", "64", "--data.num_envs=32", "--data.env.cache.path=caches/mine.npy"]
+
+
+def test_max_iterations_becomes_whole_epochs():
+    route = route_train([*BASE, "algo.max_iterations=45"])
+    assert route.args[-1] == "--trainer.max_epochs=3"  # the config runs 20 iterations per epoch
+
+
+def test_unknown_key_value_is_rejected_with_the_supported_list():
+    with pytest.raises(RouterError) as error:
+        route_train([*BASE, "algo.learning_rate=3"])
+    for key in REFERENCE_KEYS:
+        assert key in str(error.value)
+
+
+def test_unknown_combination_lists_what_exists():
+    with pytest.raises(RouterError, match="ppo/allegro_inhand/mujoco"):
+        route_train(["--algo", "ppo", "--task", "allegro_inhand", "--sim", "bullet"])
+    with pytest.raises(RouterError, match="Available"):
+        route_train(["--algo", "sac", "--task", "allegro_inhand"])
+
+
+def test_grasp_task_routes_to_collection():
+    route = route_train(["--algo", "ppo", "--task", "allegro_inhand_grasp", "env.grasp_collection_target=100"])
+    assert route.args[0] == "collect" and route.args[-1] == "--count=100"
+
+
+def make_run(root, name):
+    run = root / "logs" / "ppo" / "AllegroInhandRotation" / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run / "config.yaml").write_text("{}")
+    return run
+
+
+def test_load_run_minus_one_picks_the_newest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path, "20260101_120000_mujoco")
+    newest = make_run(tmp_path, "20260102_090000_mujoco")
+    make_run(tmp_path, "20260103_090000_motrix")
+    assert find_run("ppo", "allegro_inhand", "mujoco", "-1").resolve() == newest
+    route = route_eval([*BASE, "--load-run", "-1"])
+    assert route.args[0] == "test" and "20260102_090000_mujoco" in route.args[2]
+    assert route.args[3].endswith("last.ckpt") and "--trainer.logger=false" in route.args
+
+
+def test_missing_run_and_checkpoint_are_clear(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RouterError, match="train one first"):
+        route_eval([*BASE, "--load-run", "-1"])
+    make_run(tmp_path, "20260101_120000_mujoco")
+    with pytest.raises(RouterError, match="last.ckpt"):
+        route_eval([*BASE, "--checkpoint", "7"])
+
+
+def test_resume_continues_the_newest_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run(tmp_path, "20260101_120000_mujoco")
+    route = route_train([*BASE, "--resume"])
+    assert route.args[:2] == ["fit", "--config"] and route.args[2].endswith(f"{run.name}/config.yaml")
+    assert route.args[3] == f"--ckpt_path={run.relative_to(tmp_path)}/checkpoints/last.ckpt"

@@ -1,0 +1,161 @@
+"""Lightning callbacks: run metadata (run.json) and ONNX policy export with a parity check."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+import unilab
+
+PACKAGES = ("torch", "lightning", "mujoco", "motrixsim", "mujoco-menagerie", "numpy", "jsonargparse")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(unilab.__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_directory(trainer: L.Trainer) -> Path | None:
+    """The run folder of this fit (the logger's), or the folder of the checkpoint being tested."""
+    if trainer.logger is not None and trainer.logger.log_dir:
+        return Path(trainer.logger.log_dir)
+    if trainer.ckpt_path:
+        return Path(trainer.ckpt_path).resolve().parent.parent
+    return None
+
+
+class RunMetadata(L.Callback):
+    """Writes ``run.json`` (versions, commit, machine, seed, start/end, env-steps, final metrics)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self.started = time.time()
+        self.path: Path | None = None
+
+    def _payload(self, trainer: L.Trainer, module: L.LightningModule, finished: bool) -> dict:
+        payload = {
+            "unilab_version": unilab.__version__,
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+            "seed": self.seed,
+            "world_size": trainer.world_size,
+            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
+            "ended": datetime.now(timezone.utc).isoformat() if finished else None,
+            "env_steps": int(getattr(module, "env_steps", 0)),
+            "iterations": int(getattr(module, "iteration", 0)),
+        }
+        if finished:
+            payload["final_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        return payload
+
+    def _write(self, trainer: L.Trainer, module: L.LightningModule, finished: bool) -> None:
+        if not trainer.is_global_zero:
+            return
+        directory = run_directory(trainer)
+        if directory is None:
+            return
+        self.path = directory / "run.json"
+        atomic_write_text(self.path, json.dumps(self._payload(trainer, module, finished), indent=2))
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module, finished=False)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module, finished=True)
+
+
+def export_onnx(actor: nn.Module, observations: torch.Tensor, path: Path) -> float:
+    """Export ``actor`` (obs -> action) to ONNX and return the max |onnx - torch| on ``observations``."""
+    import onnxruntime
+
+    actor = copy.deepcopy(actor).eval().cpu()
+    observations = observations.detach().float().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.onnx.export(
+        actor,
+        (observations[:1],),
+        str(tmp),
+        input_names=["obs"],
+        output_names=["actions"],
+        dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}},
+        dynamo=False,
+    )
+    os.replace(tmp, path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_actions = session.run(None, {"obs": observations.numpy()})[0]
+    with torch.no_grad():
+        torch_actions = actor(observations).numpy()
+    return float(np.abs(onnx_actions - torch_actions).max())
+
+
+class EvaluationReport(L.Callback):
+    """After ``test``: print the metrics table, write ``eval.json`` and ``policy.onnx`` into the run folder."""
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        from unilab.evaluation import format_table
+
+        result = getattr(pl_module, "test_result", None)
+        if result is None or not trainer.is_global_zero:
+            return
+        rows = {"overall": result["overall"]} | result.get("per_scale", {})
+        print(format_table(rows))
+        directory = run_directory(trainer)
+        if directory is None:
+            return
+        report = dict(result)
+        actor = pl_module.deterministic_actor()
+        observations = pl_module.recorded_observations
+        if actor is not None and observations is not None:
+            onnx_path = directory / "policy.onnx"
+            max_diff = export_onnx(actor, observations, onnx_path)
+            report["onnx"] = {
+                "path": str(onnx_path),
+                "max_abs_diff": max_diff,
+                "checked_observations": len(observations),
+            }
+            verdict = "OK" if max_diff < 1e-4 else "MISMATCH"
+            print(
+                f"policy.onnx written to {onnx_path}; max |onnx - torch| = {max_diff:.3g} on {len(observations)} "
+                f"recorded observations ({verdict}, bar 1e-4)"
+            )
+        atomic_write_text(directory / "eval.json", json.dumps(report, indent=2))
+        print(f"eval.json written to {directory / 'eval.json'}")

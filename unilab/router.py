@@ -1,0 +1,156 @@
+"""``train`` / ``eval``: the reference tool's flags, routed onto the LightningCLI (no second config system).
+
+    train --algo ppo --task allegro_inhand --sim mujoco [--profile P] [--resume] [overrides]
+    eval  --algo ppo --task allegro_inhand --sim mujoco --load-run -1 [--checkpoint last|best|N]
+
+Trailing ``--a.b value`` arguments pass through to LightningCLI; the reference tool's common
+``key=value`` overrides are translated, any other ``key=value`` is rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+LOG_ROOT = Path("logs")
+REFERENCE_KEYS = {
+    "algo.num_envs": "--data.num_envs",
+    "algo.max_iterations": None,  # -> --trainer.max_epochs (rounded up to whole epochs)
+    "algo.load_run": None,  # -> --load-run
+    "env.grasp_cache_path": "--data.env.cache.path",
+    "env.domain_rand.scale_list": "--data.env.scale_list",
+    "training.no_play": None,  # unilab never opens a viewer after training: accepted, nothing to do
+}
+COLLECT_KEYS = {
+    "algo.num_envs": "--num_envs",
+    "env.grasp_collection_target": "--count",
+    "env.grasp_cache_path": "--output",
+    "env.domain_rand.scale_list": "--env.scale_list",
+    "training.no_play": None,
+}
+
+
+class RouterError(ValueError):
+    """Bad flags or combinations; the message lists what exists."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the router decided: the LightningCLI (or collect) argument list."""
+
+    args: list[str]
+
+
+def available_configs(root: Path = CONFIG_ROOT) -> list[str]:
+    return sorted(f"{p.parent.parent.name}/{p.parent.name}/{p.stem}" for p in root.glob("*/*/*.yaml"))
+
+
+def config_path(algo: str, task: str, sim: str, profile: str | None, root: Path = CONFIG_ROOT) -> Path:
+    name = f"{sim}_{profile}" if profile else sim
+    path = root / algo / task / f"{name}.yaml"
+    if not path.exists():
+        raise RouterError(
+            f"no config for --algo {algo} --task {task} --sim {sim}"
+            + (f" --profile {profile}" if profile else "")
+            + f" ({path}). Available (algo/task/sim[_profile]): {', '.join(available_configs(root))}"
+        )
+    return path
+
+
+def task_class_name(task: str) -> str:
+    from unilab.tasks import get_task
+
+    return get_task(task).__name__
+
+
+def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG_ROOT) -> Path:
+    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name."""
+    parent = log_root / algo / task_class_name(task)
+    runs = sorted(p for p in parent.glob(f"*_{sim}") if p.is_dir()) if parent.is_dir() else []
+    if selector.lstrip("-").isdigit() and int(selector) < 0:
+        if len(runs) < -int(selector):
+            raise RouterError(f"no run of {algo}/{task}/{sim} under {parent}; train one first")
+        return runs[int(selector)]
+    run = parent / selector
+    if not run.is_dir():
+        names = [p.name for p in runs] or ["none"]
+        raise RouterError(f"run {selector!r} not found under {parent}; runs there: {', '.join(names)}")
+    return run
+
+
+def checkpoint_file(run: Path, which: str) -> Path:
+    """``last``, ``best`` or an epoch number N (``epoch_N.ckpt``)."""
+    folder = run / "checkpoints"
+    name = {"last": "last.ckpt", "best": "best.ckpt"}.get(which, f"epoch_{which}.ckpt")
+    path = folder / name
+    if not path.exists():
+        have = sorted(p.name for p in folder.glob("*.ckpt")) or ["none"]
+        raise RouterError(f"checkpoint {path} does not exist; checkpoints of this run: {', '.join(have)}")
+    return path
+
+
+def translate(extra: list[str], table: dict[str, str | None], config: Path) -> tuple[list[str], str | None]:
+    """Pass ``--x`` arguments through; translate reference ``key=value``; return (args, load_run)."""
+    args: list[str] = []
+    load_run = None
+    for item in extra:
+        if item.startswith("-") or "=" not in item:
+            args.append(item)
+            continue
+        key, value = item.split("=", 1)
+        if key not in table:
+            raise RouterError(
+                f"unsupported override {key!r}; supported key=value overrides: {', '.join(table)}. "
+                "Anything else goes as a LightningCLI flag, e.g. --data.num_envs 64"
+            )
+        if key == "algo.load_run":
+            load_run = value
+        elif key == "algo.max_iterations":
+            per_epoch = yaml.safe_load(config.read_text())["data"]["init_args"].get("iterations_per_epoch", 50)
+            args.append(f"--trainer.max_epochs={math.ceil(int(value) / per_epoch)}")
+        elif table[key] is not None:
+            args.append(f"{table[key]}={value}")
+    return args, load_run
+
+
+def common_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, add_help=True)
+    parser.add_argument("--algo", required=True)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--sim", default="mujoco")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--load-run", default=None, help="-1 (newest run) or a run folder name")
+    parser.add_argument("--checkpoint", default="last", help="last, best or an epoch number")
+    return parser
+
+
+def route_train(argv: list[str]) -> Route:
+    parser = common_parser("train")
+    parser.add_argument("--resume", action="store_true", help="continue the newest (or --load-run) run")
+    known, extra = parser.parse_known_args(argv)
+    if known.task.endswith("_grasp"):
+        config = config_path(known.algo, known.task, known.sim, known.profile)
+        args, _ = translate(extra, COLLECT_KEYS, config)
+        return Route(["collect", "--config", str(config), *args])
+    config = config_path(known.algo, known.task, known.sim, known.profile)
+    args, load_run = translate(extra, REFERENCE_KEYS, config)
+    load_run = known.load_run or load_run
+    if known.resume or load_run is not None:
+        run = find_run(known.algo, known.task, known.sim, load_run or "-1")
+        ckpt = checkpoint_file(run, known.checkpoint)
+        return Route(["fit", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *args])
+    return Route(["fit", "--config", str(config), *args])
+
+
+def route_eval(argv: list[str]) -> Route:
+    known, extra = common_parser("eval").parse_known_args(argv)
+    config = config_path(known.algo, known.task, known.sim, known.profile)
+    args, load_run = translate(extra, REFERENCE_KEYS, config)
+    run = find_run(known.algo, known.task, known.sim, known.load_run or load_run or "-1")
+    ckpt = checkpoint_file(run, known.checkpoint)
+    return Route(["test", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--trainer.logger=false", *args])
