@@ -73,7 +73,7 @@ def resumed_logger(ckpt_path: str | None) -> TensorBoardLogger | None:
     """Keep logging into the run folder of a checkpoint under logs/<algo>/<Task>/<run>/checkpoints/."""
     if not ckpt_path or not Path(ckpt_path).is_file():
         return None
-    run = Path(ckpt_path).resolve().parent.parent
+    run = Path(ckpt_path).parent.parent
     if run.parent.parent.parent.name != LOG_ROOT:
         return None
     return TensorBoardLogger(

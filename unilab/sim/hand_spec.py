@@ -24,10 +24,10 @@ class HandSpec:
     """Hinge joints in actuator order."""
     home_pose: tuple[float, ...]
     """Joint positions (rad) of the nominal grasp pose."""
-    kp: float
-    """Position-servo stiffness (N m / rad)."""
-    kd: float
-    """Position-servo damping (N m s / rad)."""
+    kp: float | None
+    """Position-servo stiffness (N m / rad) for every joint; ``None`` keeps the model's per-joint gains."""
+    kd: float | None
+    """Position-servo damping (N m s / rad); ``None`` keeps the model's (e.g. compiled from a dampratio)."""
     fingertip_bodies: tuple[str, ...]
     """Bodies whose collision geom touches the object; each gets a site and a contact sensor."""
     fingertip_friction: tuple[float, float, float]
@@ -36,8 +36,13 @@ class HandSpec:
     """World position of the hand's root body."""
     base_quat: tuple[float, float, float, float] | None = None
     """World orientation (wxyz) of the hand's root body; ``None`` keeps the model's own."""
-    joint_damping: float = 0.0
-    """Passive joint damping kept in the model (the servo's ``kd`` is separate)."""
+    joint_damping: float | None = 0.0
+    """Passive joint damping set on every joint (the servo's ``kd`` is separate); ``None`` keeps the model's."""
+    fingertip_geom_class: str | None = None
+    """Default class of the fingertip contact geoms (e.g. elastomer pads); ``None``: the tip body's first
+    collision geom."""
+    gravity_compensation: bool = False
+    """Compensate gravity on every hand body (a fixed hand held up by its servos otherwise sags)."""
 
     @property
     def num_joints(self) -> int:

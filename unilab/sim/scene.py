@@ -113,7 +113,11 @@ def _mount_hand(spec: mujoco.MjSpec, hand: HandSpec) -> None:
         joint = spec.joint(name)
         if joint is None:
             raise SceneError(f"hand {hand.name!r}: joint {name!r} is missing from {hand.menagerie_id}")
-        joint.damping = [hand.joint_damping, 0.0, 0.0]
+        if hand.joint_damping is not None:
+            joint.damping = [hand.joint_damping, 0.0, 0.0]
+    if hand.gravity_compensation:
+        for body in [root, *root.find_all(mujoco.mjtObj.mjOBJ_BODY)]:
+            body.gravcomp = 1.0
 
 
 def _set_servos(spec: mujoco.MjSpec, hand: HandSpec) -> None:
@@ -123,8 +127,11 @@ def _set_servos(spec: mujoco.MjSpec, hand: HandSpec) -> None:
     for actuator in spec.actuators:
         actuator.gaintype = mujoco.mjtGain.mjGAIN_FIXED
         actuator.biastype = mujoco.mjtBias.mjBIAS_AFFINE
-        actuator.gainprm[0] = hand.kp
-        actuator.biasprm[:3] = [0.0, -hand.kp, -hand.kd]
+        if hand.kp is not None:
+            actuator.gainprm[0] = hand.kp
+            actuator.biasprm[1] = -hand.kp
+        if hand.kd is not None:
+            actuator.biasprm[2] = -hand.kd
 
 
 def _collision_geoms(body: mujoco.MjsBody) -> list[mujoco.MjsGeom]:
@@ -137,8 +144,13 @@ def _prepare_fingertips(spec: mujoco.MjSpec, hand: HandSpec) -> list[str]:
     for body_name in hand.fingertip_bodies:
         body = spec.body(body_name)
         geoms = _collision_geoms(body) if body is not None else []
+        if hand.fingertip_geom_class is not None:
+            geoms = [geom for geom in geoms if geom.classname.name == hand.fingertip_geom_class]
         if not geoms:
-            raise SceneError(f"hand {hand.name!r}: fingertip body {body_name!r} has no collision geom")
+            raise SceneError(
+                f"hand {hand.name!r}: fingertip body {body_name!r} has no collision geom"
+                + (f" of class {hand.fingertip_geom_class!r}" if hand.fingertip_geom_class else "")
+            )
         geom = geoms[0]
         geom.name = geom.name or f"{body_name}_collision"
         geom.friction = hand.fingertip_friction
@@ -209,6 +221,10 @@ class SceneLayout:
     """(num_tips, 4) sensordata indices of [found, force xyz] per fingertip."""
     joint_range: np.ndarray
     """(num_joints, 2) joint limits in actuator order."""
+    kp: np.ndarray
+    """(num_joints,) servo stiffness of the compiled model."""
+    kd: np.ndarray
+    """(num_joints,) servo damping of the compiled model."""
 
     @classmethod
     def from_model(cls, model: mujoco.MjModel, hand: HandSpec) -> SceneLayout:
@@ -225,6 +241,8 @@ class SceneLayout:
             tip_pos=tip_pos,
             tip_contact=tip_contact,
             joint_range=np.array([model.jnt_range[j.id] for j in joints]),
+            kp=model.actuator_gainprm[:, 0].copy(),
+            kd=-model.actuator_biasprm[:, 2].copy(),
         )
 
 

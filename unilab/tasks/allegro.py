@@ -55,8 +55,11 @@ class AllegroInhandRotation(InHandRotationEnv):
             episode_length: Control steps before a time-out (20 s at 20 Hz).
             action_scale: Delta-target gain: target += action * action_scale (rad).
             joint_noise: Half-width of uniform noise on the normalised joint observations.
-            impratio: Elliptic-cone impedance ratio (reference 40; 1 measured stable and cheaper).
-            noslip_iterations: No-slip solver iterations (reference 5; 0 measured stable and cheaper).
+            impratio: Elliptic-cone impedance ratio. The reference used 40 with 5 no-slip iterations;
+                measured here (256 envs, 2 cores, random actions) that halves env throughput
+                (4.2k -> 2.1k steps/s) for no NaN resets either way and 19 % fewer drops, so the
+                default is 1 with no no-slip.
+            noslip_iterations: No-slip solver iterations (reference 5, default 0; see ``impratio``).
             seed: Seed of resets, observation noise and cache generation.
         """
         physics = PhysicsOptions(

@@ -125,8 +125,8 @@ class InHandRotationEnv:
         self.object_linvel, self.object_angvel = zeros(n, 3), zeros(n, 3)
         self.tip_pos = zeros(n, len(self.hand.fingertip_bodies), 3)
         self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
-        self.kp = torch.full((n, j), self.hand.kp)
-        self.kd = torch.full((n, j), self.hand.kd)
+        self.kp = torch.as_tensor(self.layout.kp, dtype=torch.float32).repeat(n, 1)
+        self.kd = torch.as_tensor(self.layout.kd, dtype=torch.float32).repeat(n, 1)
         self.torque = zeros(n, j)
         self.history = zeros(n, self.frames, self.frame_dim)
         # episode_step counts towards the time-out (spread out at the first reset); steps_since_reset
