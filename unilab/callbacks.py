@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 
 import unilab
@@ -59,6 +60,15 @@ def run_directory(trainer: L.Trainer) -> Path | None:
     if trainer.ckpt_path:
         return Path(trainer.ckpt_path).resolve().parent.parent
     return None
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger version (``v_num``), which says nothing here."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class RunMetadata(L.Callback):

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from unilab.callbacks import EvaluationReport, RunMetadata
+from unilab.callbacks import EvaluationReport, ProgressBar, RunMetadata
 from unilab.data.rollout import EnvFactory
 from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
@@ -55,6 +55,8 @@ class UnilabCLI(LightningCLI):
             callbacks += default_checkpoints()
         seed = self._get(self.config, "seed_everything")
         kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport()]
+        if trainer_config.get("enable_progress_bar") is not False:
+            kwargs["callbacks"].append(ProgressBar())
         return super().instantiate_trainer(**kwargs)
 
 
