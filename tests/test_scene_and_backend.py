@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from unilab.hands import ALLEGRO, get_hand
-from unilab.sim import make_backend
-from unilab.sim.mujoco import MujocoBackend, contiguous_assignment
+from unilab.sim import contiguous_assignment, make_backend
+from unilab.sim.mujoco import MujocoBackend
 from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneError, SceneLayout, build_scene, hand_fingerprint
 
 BALL = ObjectSpec(pos=(0.012, -0.006, 0.105))

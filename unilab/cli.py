@@ -117,7 +117,7 @@ def collect(
 
     task = env(1)
     task.rng = __import__("numpy").random.default_rng(seed)
-    path = Path(output) if output else task.cache_source.directory() / task.generated_cache_name(count)
+    path = Path(output) if output else task.cache_source.directory() / task.cache_files(count)[0][1]
     with ProgressBar(count, f"{task.task_name}_grasp") as bar:
         task.write_grasp_cache(path, count, num_envs=num_envs, progress=bar.update)
     stats = task.last_collection_stats

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import mujoco
 
-from unilab.sim.base import Capabilities, SimBackend
+from unilab.sim.base import Capabilities, SimBackend, contiguous_assignment
 
 SIMULATORS = ("mujoco",)
 
@@ -27,4 +27,4 @@ def make_backend(
     raise ValueError(f"unknown simulator {sim!r}; available: {list(SIMULATORS)}")
 
 
-__all__ = ["SIMULATORS", "Capabilities", "SimBackend", "make_backend"]
+__all__ = ["SIMULATORS", "Capabilities", "SimBackend", "contiguous_assignment", "make_backend"]

@@ -83,8 +83,6 @@ class SimBackend(Protocol):
         """Set the gravity vector (k, 3) of ``env_ids``."""
 
 
-def as_env_ids(env_ids: np.ndarray | slice | None, num_envs: int) -> np.ndarray:
-    """Normalise an env selection to an int array (``None`` means all envs)."""
-    if env_ids is None:
-        return np.arange(num_envs)
-    return np.arange(num_envs)[env_ids] if isinstance(env_ids, slice) else np.asarray(env_ids, dtype=np.int64)
+def contiguous_assignment(num_envs: int, num_groups: int) -> np.ndarray:
+    """Group index of each env when ``num_envs`` are split into ``num_groups`` contiguous blocks."""
+    return (np.arange(num_envs) * num_groups) // num_envs

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 from mujoco import rollout
 
-from unilab.sim.base import Capabilities
+from unilab.sim.base import Capabilities, contiguous_assignment
 from unilab.sim.scene import OBJECT_BODY
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -24,11 +24,6 @@ STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
 def default_num_threads() -> int:
     """Cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def contiguous_assignment(num_envs: int, num_groups: int) -> np.ndarray:
-    """Group index of each env when ``num_envs`` are split into ``num_groups`` contiguous blocks."""
-    return (np.arange(num_envs) * num_groups) // num_envs
 
 
 class MujocoBackend:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from unilab import caches
-from unilab.sim import make_backend
+from unilab.sim import contiguous_assignment, make_backend
 from unilab.sim.hand_spec import HandSpec
 from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene, hand_fingerprint
 from unilab.tasks import rewards as R
@@ -62,6 +62,7 @@ class InHandRotationEnv:
         joint_noise: float = 0.02,
         object_scales: tuple[float, ...] = (1.0,),
         target_limit_scale: float = 1.0,
+        object_force: bool = False,
         seed: int = 0,
     ) -> None:
         if num_envs < 1:
@@ -86,7 +87,8 @@ class InHandRotationEnv:
 
         self.models = [build_scene(self.hand, obj, physics, scale).compile() for scale in self.object_scales]
         self.layout = SceneLayout.from_model(self.models[0], self.hand)
-        self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads)
+        self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads, object_force)
+        self.env_scale = torch.as_tensor(contiguous_assignment(num_envs, len(self.object_scales)))
         self.num_actions = self.hand.num_joints
         joint_range = torch.as_tensor(self.layout.joint_range, dtype=torch.float32)
         center, half = joint_range.mean(dim=1), (joint_range[:, 1] - joint_range[:, 0]) / 2
@@ -150,6 +152,16 @@ class InHandRotationEnv:
         prefix = Path(self.cache_name).stem.rsplit("_", 1)[0]
         return f"{prefix}_{caches.count_tag(count)}.npy"
 
+    def cache_files(self, count: int | None = None) -> list[tuple[str, str]]:
+        """Per object scale: (file looked up locally and on Hugging Face, file a collection of ``count``
+        grasps writes; ``count`` defaults to the configured generation size)."""
+        count = self.cache_source.generate_count if count is None else count
+        return [(self.cache_name, self.generated_cache_name(count))]
+
+    def home_pose(self) -> np.ndarray:
+        """Joint positions (rad, model convention) around which grasps are sampled."""
+        return self.hand.home_array()
+
     def cache_expectation(self, scale_index: int = 0) -> caches.CacheExpectation:
         return caches.CacheExpectation(
             hand=self.hand.name,
@@ -163,13 +175,16 @@ class InHandRotationEnv:
         """Grasp-collection criteria for this task (TASKS.md)."""
         raise NotImplementedError
 
-    def collect_grasps(self, count: int, num_envs: int = 256, progress: Callable | None = None) -> np.ndarray:
-        """Collect ``count`` grasps for object scale ``object_scales[0]`` on a fresh backend."""
-        backend = make_backend(self.sim, self.models[:1], num_envs, self.physics.substeps, self.backend.num_threads)
+    def collect_grasps(
+        self, count: int, num_envs: int = 256, progress: Callable | None = None, scale_index: int = 0
+    ) -> np.ndarray:
+        """Collect ``count`` grasps for object scale ``object_scales[scale_index]`` on a fresh backend."""
+        model = self.models[scale_index : scale_index + 1]
+        backend = make_backend(self.sim, model, num_envs, self.physics.substeps, self.backend.num_threads)
         collector = GraspCollector(
             backend,
             self.layout,
-            self.hand.home_array(),
+            self.home_pose(),
             np.asarray(self.obj.pos),
             self.grasp_criteria(),
             target_limits=np.stack([self.target_lower.numpy(), self.target_upper.numpy()], axis=1),
@@ -179,15 +194,17 @@ class InHandRotationEnv:
         self.last_collection_stats = collector.stats
         return grasps
 
-    def write_grasp_cache(self, path: Path, count: int, num_envs: int = 256, progress: Callable | None = None) -> Path:
-        grasps = self.collect_grasps(count, num_envs, progress)
+    def write_grasp_cache(
+        self, path: Path, count: int, num_envs: int = 256, progress: Callable | None = None, scale_index: int = 0
+    ) -> Path:
+        grasps = self.collect_grasps(count, num_envs, progress, scale_index)
         meta = caches.CacheMeta(
             hand=self.hand.name,
             model_id=f"{self.hand.menagerie_id}/{self.hand.menagerie_entry}",
-            fingerprint=self.cache_expectation().fingerprint,
+            fingerprint=self.cache_expectation(scale_index).fingerprint,
             joint_names=list(self.hand.joint_names),
             object=asdict(self.obj),
-            object_scale=self.object_scales[0],
+            object_scale=self.object_scales[scale_index],
             rows=len(grasps),
             made_by={
                 "task": f"{self.task_name}_grasp",
@@ -199,22 +216,38 @@ class InHandRotationEnv:
         return caches.save_cache(path, grasps, meta)
 
     def load_grasps(self) -> None:
-        """Resolve the grasp cache (local -> Hugging Face -> generation) and keep it for resets."""
-        count = self.cache_source.generate_count
+        """Resolve one cache per object scale (local -> Hugging Face -> generation) and keep them for resets."""
+        source = self.cache_source
+        files = self.cache_files()
+        if source.generate_count <= 0 and not source.hf_repo_id and not source.path:
+            directory = source.directory()
+            missing = [
+                f"{scale:g} ({name})"
+                for scale, (name, generated) in zip(self.object_scales, files, strict=True)
+                if not (directory / name).exists() and not (directory / generated).exists()
+            ]
+            if missing:
+                raise caches.CacheError(
+                    f"no grasp cache in {directory} for object scales {', '.join(missing)} and generation is off. "
+                    f"Collect them with: {self.regenerate_command()} (one scale per run)"
+                )
+        blocks = []
+        for index, (name, generated) in enumerate(files):
 
-        def generate(target: Path, n: int) -> None:
-            with ProgressBar(n, "collecting grasps") as bar:
-                self.write_grasp_cache(target, n, progress=bar.update)
+            def generate(target: Path, n: int, index: int = index) -> None:
+                label = f"collecting grasps (scale {self.object_scales[index]:g})"
+                with ProgressBar(n, label) as bar:
+                    self.write_grasp_cache(target, n, progress=bar.update, scale_index=index)
 
-        grasps, path = caches.resolve_cache(
-            self.cache_name,
-            self.cache_source,
-            self.cache_expectation(),
-            generate=generate,
-            generated_name=self.generated_cache_name(count),
-        )
-        log.info("using %d grasps from %s", len(grasps), path)
-        self.grasps = torch.from_numpy(grasps)
+            grasps, path = caches.resolve_cache(
+                name, source, self.cache_expectation(index), generate=generate, generated_name=generated
+            )
+            log.info("scale %g: using %d grasps from %s", self.object_scales[index], len(grasps), path)
+            blocks.append(torch.from_numpy(grasps))
+        counts = torch.tensor([len(block) for block in blocks])
+        self.grasp_counts = counts
+        self.grasp_offsets = torch.cumsum(counts, 0) - counts
+        self.grasps = torch.cat(blocks)
 
     # Reset -------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, spread_episodes: bool = True) -> dict[str, torch.Tensor]:
@@ -238,7 +271,9 @@ class InHandRotationEnv:
     def _reset_envs(self, env_ids: torch.Tensor) -> None:
         if len(env_ids) == 0:
             return
-        rows = self.grasps[torch.randint(0, len(self.grasps), (len(env_ids),), generator=self.generator)]
+        scale = self.env_scale[env_ids]
+        draw = torch.rand(len(env_ids), generator=self.generator)
+        rows = self.grasps[self.grasp_offsets[scale] + (draw * self.grasp_counts[scale]).long()]
         j = self.num_actions
         ids = env_ids.numpy()
         qpos = np.zeros((len(ids), self.backend.qpos.shape[1]))
@@ -256,7 +291,15 @@ class InHandRotationEnv:
         self.prev_object_quat[env_ids] = self.object_quat[env_ids]
         self.object_linvel[env_ids] = 0.0
         self.object_angvel[env_ids] = 0.0
+        self.randomize(env_ids)
         self.history[env_ids] = self._frame(env_ids, noise=True).unsqueeze(1)
+
+    def randomize(self, env_ids: torch.Tensor) -> None:
+        """Reset-time domain randomisation of ``env_ids`` (none by default)."""
+
+    def external_object_force(self) -> np.ndarray | None:
+        """(N, 3) world-frame force on the object for the coming step, or ``None``."""
+        return None
 
     # State readout -----------------------------------------------------------------------------
     def _read_state(self, env_ids: torch.Tensor | None = None) -> None:
@@ -311,7 +354,7 @@ class InHandRotationEnv:
         actions = actions.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
         torch.clamp(self.targets + actions * self.action_scale, self.target_lower, self.target_upper, out=self.targets)
         np.copyto(self._ctrl, self.targets.numpy())
-        self.backend.step(self._ctrl)
+        self.backend.step(self._ctrl, self.external_object_force())
 
         # Kinematics (finite differences over ctrl_dt)
         self.prev_object_pos.copy_(self.object_pos)
