@@ -1,9 +1,10 @@
 """Robot hands: one constants module per hand, looked up by name."""
 
 from unilab.hands.allegro import ALLEGRO
+from unilab.hands.sharpa import SHARPA
 from unilab.sim.hand_spec import HandSpec
 
-HANDS: dict[str, HandSpec] = {ALLEGRO.name: ALLEGRO}
+HANDS: dict[str, HandSpec] = {ALLEGRO.name: ALLEGRO, SHARPA.name: SHARPA}
 
 
 def get_hand(name: str) -> HandSpec:
@@ -14,4 +15,4 @@ def get_hand(name: str) -> HandSpec:
         raise KeyError(f"unknown hand {name!r}; registered hands: {sorted(HANDS)}") from None
 
 
-__all__ = ["HANDS", "HandSpec", "get_hand"]
+__all__ = ["ALLEGRO", "HANDS", "SHARPA", "HandSpec", "get_hand"]

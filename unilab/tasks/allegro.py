@@ -14,6 +14,7 @@ from unilab.hands.allegro import ALLEGRO
 from unilab.sim.scene import ObjectSpec, PhysicsOptions
 from unilab.tasks.base import InHandRotationEnv
 from unilab.tasks.grasp import GraspCriteria
+from unilab.tasks.randomization import DomainRandomization
 from unilab.tasks.registry import register_task
 
 BALL = ObjectSpec(
@@ -42,6 +43,7 @@ class AllegroInhandRotation(InHandRotationEnv):
         joint_noise: float = 0.02,
         impratio: float = 1.0,
         noslip_iterations: int = 0,
+        domain_randomization: DomainRandomization = DomainRandomization(),
         seed: int = 0,
     ) -> None:
         """
@@ -60,6 +62,7 @@ class AllegroInhandRotation(InHandRotationEnv):
                 (4.2k -> 2.1k steps/s) for no NaN resets either way and 19 % fewer drops, so the
                 default is 1 with no no-slip.
             noslip_iterations: No-slip solver iterations (reference 5, default 0; see ``impratio``).
+            domain_randomization: Randomised terms (all off by default for Allegro).
             seed: Seed of resets, observation noise and cache generation.
         """
         physics = PhysicsOptions(
@@ -77,6 +80,7 @@ class AllegroInhandRotation(InHandRotationEnv):
             episode_length=episode_length,
             action_scale=action_scale,
             joint_noise=joint_noise,
+            domain_randomization=domain_randomization,
             seed=seed,
         )
 

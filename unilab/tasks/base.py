@@ -22,6 +22,7 @@ from unilab.sim.hand_spec import HandSpec
 from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene, hand_fingerprint
 from unilab.tasks import rewards as R
 from unilab.tasks.grasp import GraspCollector, GraspCriteria, ProgressBar
+from unilab.tasks.randomization import DomainRandomization, Randomizer
 
 log = logging.getLogger(__name__)
 ROTATE_LIMIT = 0.5
@@ -62,7 +63,7 @@ class InHandRotationEnv:
         joint_noise: float = 0.02,
         object_scales: tuple[float, ...] = (1.0,),
         target_limit_scale: float = 1.0,
-        object_force: bool = False,
+        domain_randomization: DomainRandomization = DomainRandomization(),
         seed: int = 0,
     ) -> None:
         if num_envs < 1:
@@ -87,6 +88,7 @@ class InHandRotationEnv:
 
         self.models = [build_scene(self.hand, obj, physics, scale).compile() for scale in self.object_scales]
         self.layout = SceneLayout.from_model(self.models[0], self.hand)
+        object_force = domain_randomization.object_force
         self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads, object_force)
         self.env_scale = torch.as_tensor(contiguous_assignment(num_envs, len(self.object_scales)))
         self.num_actions = self.hand.num_joints
@@ -97,6 +99,16 @@ class InHandRotationEnv:
         self.target_upper = center + half * target_limit_scale
         self.object_anchor = torch.tensor(obj.pos, dtype=torch.float32)
         self._allocate_buffers()
+        self.randomizer = Randomizer(
+            domain_randomization,
+            self.backend,
+            torch.as_tensor(self.layout.kp, dtype=torch.float32),
+            torch.as_tensor(self.layout.kd, dtype=torch.float32),
+            obj.mass,
+            self.ctrl_dt,
+            self.generator,
+        )
+        self.kp, self.kd = self.randomizer.kp, self.randomizer.kd  # the gains each env runs with
         self.grasps: torch.Tensor | None = None
 
     # Layout ------------------------------------------------------------------------------------
@@ -127,8 +139,6 @@ class InHandRotationEnv:
         self.object_linvel, self.object_angvel = zeros(n, 3), zeros(n, 3)
         self.tip_pos = zeros(n, len(self.hand.fingertip_bodies), 3)
         self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
-        self.kp = torch.as_tensor(self.layout.kp, dtype=torch.float32).repeat(n, 1)
-        self.kd = torch.as_tensor(self.layout.kd, dtype=torch.float32).repeat(n, 1)
         self.torque = zeros(n, j)
         self.history = zeros(n, self.frames, self.frame_dim)
         # episode_step counts towards the time-out (spread out at the first reset); steps_since_reset
@@ -294,12 +304,16 @@ class InHandRotationEnv:
         self.randomize(env_ids)
         self.history[env_ids] = self._frame(env_ids, noise=True).unsqueeze(1)
 
+    def update_sensors(self) -> None:
+        """Per-step sensor processing after the physics step (none by default)."""
+
     def randomize(self, env_ids: torch.Tensor) -> None:
-        """Reset-time domain randomisation of ``env_ids`` (none by default)."""
+        """Reset-time domain randomisation of ``env_ids`` (the enabled terms)."""
+        self.randomizer.apply(env_ids)
 
     def external_object_force(self) -> np.ndarray | None:
         """(N, 3) world-frame force on the object for the coming step, or ``None``."""
-        return None
+        return self.randomizer.step_force()
 
     # State readout -----------------------------------------------------------------------------
     def _read_state(self, env_ids: torch.Tensor | None = None) -> None:
@@ -360,6 +374,7 @@ class InHandRotationEnv:
         self.prev_object_pos.copy_(self.object_pos)
         self.prev_object_quat.copy_(self.object_quat)
         self._read_state()
+        self.update_sensors()
         self.object_linvel = R.linear_velocity(self.object_pos, self.prev_object_pos, self.ctrl_dt)
         self.object_angvel = R.angular_velocity(self.object_quat, self.prev_object_quat, self.ctrl_dt)
         self.torque = R.pd_torque(self.kp, self.kd, self.targets, self.qpos, self.qvel)
@@ -401,8 +416,9 @@ class InHandRotationEnv:
             self._record_episodes(done_ids, dropped)
             self._reset_envs(done_ids)
             obs = self.observations()
+        good = ~bad  # diverged envs carry meaningless finite differences: keep them out of the means
         self._accumulate(
-            {f"reward/{k}": v.mean().item() for k, v in terms.items()} | {"reward/total": reward.mean().item()}
+            {f"reward/{k}": v[good].mean().item() for k, v in terms.items()} | {"reward/total": reward.mean().item()}
         )
         return EnvStep(obs, reward, dropped, truncated, final_obs, kinematics)
 
