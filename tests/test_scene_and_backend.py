@@ -118,3 +118,21 @@ def test_unknown_simulator_lists_choices(model):
 def test_envs_are_assigned_to_scales_contiguously():
     assert contiguous_assignment(6, 3).tolist() == [0, 0, 1, 1, 2, 2]
     assert contiguous_assignment(5, 2).tolist() == [0, 0, 0, 1, 1]
+
+
+def test_scene_without_visuals_keeps_inertia_and_dynamics(model):
+    lean = build_scene(ALLEGRO, BALL, PhysicsOptions(), visuals=False).compile()
+    assert lean.nmeshvert < model.nmeshvert and lean.ngeom < model.ngeom
+    np.testing.assert_allclose(lean.body_mass, model.body_mass)
+    np.testing.assert_allclose(lean.body_inertia, model.body_inertia)
+    assert hand_fingerprint(lean, ALLEGRO) == hand_fingerprint(model, ALLEGRO)
+    trajectories = []
+    for m in (model, lean):
+        data = mujoco.MjData(m)
+        data.qpos[:16] = ALLEGRO.home_array()
+        data.qpos[16:19] = BALL.pos
+        data.ctrl[:] = ALLEGRO.home_array()
+        for _ in range(100):
+            mujoco.mj_step(m, data)
+        trajectories.append(data.qpos.copy())
+    np.testing.assert_allclose(trajectories[0], trajectories[1], atol=1e-9)

@@ -124,7 +124,7 @@ def test_z_band_termination(sharpa_cache):
 def test_each_randomisation_term_changes_what_it_should(sharpa_cache):
     config = DomainRandomization(gravity_direction=True, gains=True, friction=True, object_mass=True, object_com=True)
     env = make(sharpa_cache, num_envs=6, domain_randomization=config)
-    nominal = build_scene(SHARPA, env.obj, PHYSICS, SCALE).compile()
+    nominal = build_scene(SHARPA, env.obj, PHYSICS, SCALE, visuals=False).compile()
     env.reset(seed=1)
     body = nominal.body("object").id
     pad = nominal.geom(f"{SHARPA.fingertip_bodies[0]}_collision").id

@@ -71,9 +71,17 @@ def load_menagerie_spec(robot: str, entry: str) -> mujoco.MjSpec:
         raise SceneError(f"cannot load Menagerie model {robot}/{entry}: {error}. {SHARED_MENAGERIE_HINT}") from error
 
 
-def build_scene(hand: HandSpec, obj: ObjectSpec, physics: PhysicsOptions, object_scale: float = 1.0) -> mujoco.MjSpec:
-    """Compose hand, object, floor, sensors and options into one spec."""
+def build_scene(
+    hand: HandSpec, obj: ObjectSpec, physics: PhysicsOptions, object_scale: float = 1.0, visuals: bool = True
+) -> mujoco.MjSpec:
+    """Compose hand, object, floor, sensors and options into one spec.
+
+    ``visuals=False`` drops the visual-only geoms and their meshes (bodies keep the inertia they
+    had with them), which makes per-env model copies for domain randomisation several times smaller.
+    """
     spec = load_menagerie_spec(hand.menagerie_id, hand.menagerie_entry)
+    if not visuals:
+        _strip_visuals(spec)
     _set_options(spec, physics)
     _mount_hand(spec, hand)
     _set_servos(spec, hand)
@@ -82,6 +90,23 @@ def build_scene(hand: HandSpec, obj: ObjectSpec, physics: PhysicsOptions, object
     _add_floor(spec, physics.floor_z)
     _add_sensors(spec, hand, tip_geoms)
     return spec
+
+
+def _strip_visuals(spec: mujoco.MjSpec) -> None:
+    """Remove geoms that never collide and the meshes only they used, freezing body inertias first."""
+    model = spec.compile()
+    for body in spec.bodies[1:]:
+        index = model.body(body.name).id
+        body.explicitinertial = True
+        body.mass = model.body_mass[index]
+        body.ipos = model.body_ipos[index]
+        body.iquat = model.body_iquat[index]
+        body.inertia = model.body_inertia[index]
+    for geom in [g for g in spec.geoms if not (g.contype or g.conaffinity)]:
+        spec.delete(geom)
+    used = {geom.meshname for geom in spec.geoms}
+    for mesh in [m for m in spec.meshes if m.name not in used]:
+        spec.delete(mesh)
 
 
 def _set_options(spec: mujoco.MjSpec, physics: PhysicsOptions) -> None:
@@ -255,13 +280,21 @@ def _sensor_slice(model: mujoco.MjModel, name: str) -> np.ndarray:
 def hand_fingerprint(model: mujoco.MjModel, hand: HandSpec) -> str:
     """Hash of what makes a stored grasp valid: kinematic tree, joint limits and collision shapes.
 
-    Visual meshes, gains and solver options do not enter, so a cache survives cosmetic model updates.
+    Visual geoms, gains and solver options do not enter, so a cache survives cosmetic model updates and
+    is valid for scenes built with or without visuals.
     """
     digest = hashlib.sha256()
     digest.update(",".join(hand.joint_names).encode())
-    for array in (model.body_pos, model.body_quat, model.jnt_range, model.geom_size, model.geom_pos):
+    colliding = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+    for array in (
+        model.body_pos,
+        model.body_quat,
+        model.jnt_range,
+        model.geom_size[colliding],
+        model.geom_pos[colliding],
+    ):
         digest.update(np.round(np.asarray(array, dtype=np.float64), 5).tobytes())
-    digest.update(np.asarray(model.geom_type, dtype=np.int64).tobytes())
+    digest.update(np.asarray(model.geom_type[colliding], dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
 
 

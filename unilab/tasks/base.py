@@ -86,7 +86,9 @@ class InHandRotationEnv:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
-        self.models = [build_scene(self.hand, obj, physics, scale).compile() for scale in self.object_scales]
+        self.models = [
+            build_scene(self.hand, obj, physics, scale, visuals=False).compile() for scale in self.object_scales
+        ]
         self.layout = SceneLayout.from_model(self.models[0], self.hand)
         object_force = domain_randomization.object_force
         self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads, object_force)
