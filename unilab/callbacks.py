@@ -147,7 +147,7 @@ class EvaluationReport(L.Callback):
         if result is None or not trainer.is_global_zero:
             return
         rows = {"overall": result["overall"]} | result.get("per_scale", {})
-        print(format_table(rows))
+        print("\n" + format_table(rows))
         directory = run_directory(trainer)
         if directory is None:
             return

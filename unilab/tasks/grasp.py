@@ -144,7 +144,7 @@ class ProgressBar:
     """A tqdm bar showing accepted grasps, acceptance rate and grasps per second."""
 
     def __init__(self, total: int, description: str = "grasps") -> None:
-        self.bar = tqdm(total=total, desc=description, unit="grasp", dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=description, unit="grasp", dynamic_ncols=True, mininterval=1.0)
 
     def update(self, stats: CollectionStats) -> None:
         self.bar.update(stats.accepted - self.bar.n)
