@@ -122,6 +122,14 @@ def test_resume_continues_counters_in_the_same_run(tmp_path, monkeypatch, cache_
     assert int(checkpoint["state_dict"]["iteration"]) == 4 and checkpoint["global_step"] == cli.trainer.global_step
 
 
+def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(fit_args(cache_dir))
+    cli = main(fit_args(cache_dir, "--ckpt_path=last", "--trainer.max_epochs=2"))
+    assert int(cli.model.iteration) == 4
+    assert len(run_dirs(tmp_path)) == 1
+
+
 def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypatch, cache_dir):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])

@@ -45,6 +45,9 @@ class UnilabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
+        if ckpt_path == "last":  # the newest run of this algo/task/sim, continued in its own folder
+            ckpt_path = str(newest_last_checkpoint(self.model, self.datamodule))
+            self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
         if trainer_config.get("logger") in (None, True):
             kwargs["logger"] = resumed_logger(ckpt_path) or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
@@ -58,6 +61,17 @@ class UnilabCLI(LightningCLI):
         if trainer_config.get("enable_progress_bar") is not False:
             kwargs["callbacks"].append(ProgressBar())
         return super().instantiate_trainer(**kwargs)
+
+
+def newest_last_checkpoint(model: LightningModule, datamodule: LightningDataModule) -> Path:
+    """``last.ckpt`` of the newest run under logs/<algo>/<TaskClass>/*_<sim>."""
+    env = datamodule.env
+    algo = getattr(model, "algo_name", type(model).__name__.lower())
+    parent = Path(LOG_ROOT) / algo / type(env).__name__
+    runs = sorted(parent.glob(f"*_{env.sim}/checkpoints/last.ckpt"))
+    if not runs:
+        raise RouterError(f"--ckpt_path last: no run with a last.ckpt under {parent}; train one first")
+    return runs[-1]
 
 
 def run_name(sim: str) -> str:
