@@ -10,21 +10,27 @@ same substeps, the same targets replayed, no task code). Prints JSON with median
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from unilab.caches import CacheSource
 from unilab.sim.mujoco import default_num_threads
 from unilab.tasks import get_task
 
 
-def measure(task: str, sim: str, num_envs: int, steps: int, rounds: int, threads: int, action_std: float) -> dict:
-    env = get_task(task)(num_envs=num_envs, sim=sim, num_threads=threads, cache=CacheSource(generate_count=1000))
+def measure(
+    task: str, sim: str, num_envs: int, steps: int, rounds: int, threads: int, action_std: float, cache_dir: str | None
+) -> dict:
+    cls = get_task(task)
+    default_source = inspect.signature(cls).parameters["cache"].default
+    source = replace(default_source, cache_dir=cache_dir) if cache_dir else default_source
+    env = cls(num_envs=num_envs, sim=sim, num_threads=threads, cache=source)
     env.reset(seed=0)
     generator = torch.Generator().manual_seed(0)
     backend = env.backend
@@ -53,6 +59,7 @@ def measure(task: str, sim: str, num_envs: int, steps: int, rounds: int, threads
         "sim": sim,
         "num_envs": num_envs,
         "substeps": backend.substeps,
+        "object_scales": list(env.object_scales),
         "threads": threads,
         "env_steps_per_second": round(env_median, 1),
         "raw_physics_ceiling_steps_per_second": round(raw_median, 1),
@@ -71,10 +78,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=default_num_threads())
     parser.add_argument("--action-std", type=float, default=0.3, help="std of the random actions")
+    parser.add_argument("--cache-dir", default=None, help="grasp-cache folder (default: the task's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    result = measure(args.task, args.sim, args.num_envs, args.steps, args.rounds, args.threads, args.action_std)
+    result = measure(
+        args.task, args.sim, args.num_envs, args.steps, args.rounds, args.threads, args.action_std, args.cache_dir
+    )
     print(json.dumps(result))
 
 
