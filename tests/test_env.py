@@ -144,3 +144,16 @@ def test_seeded_envs_are_reproducible(make_env):
             obs = env.step(torch.rand(4, 16, generator=generator) * 2 - 1).obs
         rollouts.append(obs["critic"])
     torch.testing.assert_close(rollouts[0], rollouts[1], rtol=0, atol=0)
+
+
+def test_exploded_but_finite_state_is_reset_like_a_nan(make_env):
+    env = make_env(num_envs=2)
+    env.reset(seed=0)
+    env.episode_step.zero_()
+    qvel = np.zeros((2, env.backend.nv))
+    qvel[1, 3] = 1e6  # a finger joint spinning absurdly fast: finite, but its work penalty would be ~1e12
+    env.backend.reset(np.arange(2), env.backend.qpos.copy(), qvel)
+    step = env.step(torch.zeros(2, 16))
+    assert step.terminated.tolist() == [False, True]
+    assert step.reward.abs().max() < 1.0
+    assert env.pop_metrics()["env/nan_resets"] == 1

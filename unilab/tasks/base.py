@@ -26,6 +26,8 @@ from unilab.tasks.randomization import DomainRandomization, Randomizer
 
 log = logging.getLogger(__name__)
 ROTATE_LIMIT = 0.5
+MAX_JOINT_SPEED = 100.0  # rad/s: far above any servo-driven finger motion
+MAX_OBJECT_SPEED = 5.0  # m/s: a dropped object reaches about 3.5 m/s after falling 0.6 m
 
 
 class EnvStep(NamedTuple):
@@ -361,6 +363,16 @@ class InHandRotationEnv:
             "work": R.work_penalty(torque, self.qvel),
         }
 
+    def blown_up(self) -> torch.Tensor:
+        """(N,) True where the physics exploded while staying finite (absurd joint or object speeds).
+
+        Such a step's work and torque penalties reach 1e19 and would swamp every return in the batch,
+        so it is handled like a NaN: zero reward, reset, counted in ``env/nan_resets``.
+        """
+        too_fast_joints = self.qvel.abs().amax(dim=1) > MAX_JOINT_SPEED
+        too_fast_object = self.object_linvel.norm(dim=1) > MAX_OBJECT_SPEED
+        return too_fast_joints | too_fast_object | ~torch.isfinite(self.object_linvel).all(1)
+
     def dropped(self) -> torch.Tensor:
         """(N,) True where the object is lost (task-specific)."""
         raise NotImplementedError
@@ -390,7 +402,7 @@ class InHandRotationEnv:
 
         # NaN guard: a non-finite state or reward resets that env and is counted
         state_ok = torch.isfinite(self.qpos).all(1) & torch.isfinite(self.object_pos).all(1)
-        bad = ~(state_ok & torch.isfinite(reward)) | torch.from_numpy(self.backend.diverged)
+        bad = ~(state_ok & torch.isfinite(reward)) | torch.from_numpy(self.backend.diverged) | self.blown_up()
         if bad.any():
             self.nan_resets += int(bad.sum())
             reward = torch.where(bad, torch.zeros_like(reward), reward)
