@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -296,9 +295,3 @@ def hand_fingerprint(model: mujoco.MjModel, hand: HandSpec) -> str:
         digest.update(np.round(np.asarray(array, dtype=np.float64), 5).tobytes())
     digest.update(np.asarray(model.geom_type[colliding], dtype=np.int64).tobytes())
     return digest.hexdigest()[:16]
-
-
-def write_xml(spec: mujoco.MjSpec, path: Path) -> Path:
-    """Write the scene as MJCF for tools that need a file (viewers, other simulators)."""
-    path.write_text(spec.to_xml())
-    return path
