@@ -1,9 +1,13 @@
-"""End-to-end training throughput: env-steps/s of a PPO fit with the collection / update split (JSON).
+"""End-to-end training throughput: env-steps/s a fit actually trains on, per algorithm (JSON).
 
-Runs the default config's PPO for ``--iterations`` iterations in-process (no logger, no
-checkpoints) and reports medians after ``--warmup`` iterations.
+Runs each algorithm's default config in-process (no logger, no checkpoints) for ``--iterations``
+learner steps and times the env steps trained on after ``--warmup`` steps, by wall clock, so the
+synchronous (PPO) and asynchronous (APPO) paths are measured the same way. Several algorithms in
+one run are measured one after the other with the same num_envs and threads:
 
-    python benchmarks/train_throughput.py --algo ppo --num-envs 512 --iterations 20
+    python benchmarks/train_throughput.py --algo ppo,appo --num-envs 512 --iterations 40
+
+Any further ``--model.x value`` style arguments are passed to every algorithm's config.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 import lightning as L
@@ -20,78 +25,111 @@ import torch
 from unilab.sim.mujoco import default_num_threads
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PERF_KEYS = (
+    "perf/collect_seconds",
+    "perf/update_seconds",
+    "perf/learner_wait_fraction",
+    "perf/collector_env_steps_per_second",
+    "policy/lag_mean",
+    "policy/lag_max",
+    "data/rollouts_dropped",
+    "data/rollouts_reused",
+    "data/rollouts_received",
+)
 
 
 class PerfRecorder(L.Callback):
-    """Keeps the per-iteration perf metrics the algorithm logs."""
+    """Wall-clock time and trained env steps at the end of each learner step, plus the perf metrics."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
 
-    def on_train_batch_end(self, trainer, *args) -> None:
+    def on_train_batch_end(self, trainer, module, *args) -> None:
         metrics = trainer.callback_metrics
-        self.rows.append({k: float(v) for k, v in metrics.items() if k.startswith("perf/")})
+        row = {k: float(v) for k, v in metrics.items() if k in PERF_KEYS}
+        row["time"], row["env_steps"] = time.perf_counter(), float(module.env_steps)
+        self.rows.append(row)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default="ppo")
-    parser.add_argument("--task", default="allegro_inhand")
-    parser.add_argument("--sim", default="mujoco")
-    parser.add_argument("--num-envs", type=int, default=512)
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=default_num_threads())
-    args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(args.threads)
-
+def measure(
+    algo: str, task: str, sim: str, num_envs: int, iterations: int, warmup: int, threads: int, overrides: list[str]
+) -> dict:
     from unilab.cli import UnilabCLI
 
+    torch.set_num_threads(threads)
     recorder = PerfRecorder()
-    config = CONFIGS / args.algo / args.task / f"{args.sim}.yaml"
+    config = CONFIGS / algo / task / f"{sim}.yaml"
     cli = UnilabCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         run=False,
+        save_config_callback=None,
         trainer_defaults={"callbacks": [recorder]},
         args=[
             "--config",
             str(config),
-            f"--data.num_envs={args.num_envs}",
-            f"--data.env.num_threads={args.threads}",
-            f"--data.iterations_per_epoch={args.iterations}",
+            f"--data.num_envs={num_envs}",
+            f"--data.iterations_per_epoch={iterations}",
             "--trainer.max_epochs=1",
             "--trainer.logger=false",
             "--trainer.enable_checkpointing=false",
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
+            *overrides,
         ],
     )
     cli.trainer.fit(cli.model, cli.datamodule)
-    rows = recorder.rows[args.warmup :]
-    collect = statistics.median(r["perf/collect_seconds"] for r in rows)
-    update = statistics.median(r["perf/update_seconds"] for r in rows)
-    steps = cli.datamodule.batch_size
-    print(
-        json.dumps(
-            {
-                "algo": args.algo,
-                "task": args.task,
-                "sim": args.sim,
-                "num_envs": args.num_envs,
-                "iterations_timed": len(rows),
-                "env_steps_per_iteration": steps,
-                "env_steps_per_second": round(steps / (collect + update), 1),
-                "collect_seconds": round(collect, 4),
-                "update_seconds": round(update, 4),
-                "collect_fraction": round(collect / (collect + update), 3),
-                "collection_env_steps_per_second": round(steps / collect, 1),
-            }
+    first, last = recorder.rows[warmup - 1], recorder.rows[-1]
+    rows = recorder.rows[warmup:]
+    result = {
+        "algo": algo,
+        "learner_steps_timed": len(rows),
+        "env_steps_trained": int(last["env_steps"] - first["env_steps"]),
+        "env_steps_per_second": round((last["env_steps"] - first["env_steps"]) / (last["time"] - first["time"]), 1),
+    }
+    for key in PERF_KEYS:
+        values = [row[key] for row in rows if key in row]
+        if not values:
+            continue
+        name = key.split("/")[1]
+        if key.startswith("perf/"):
+            result[f"{name}_median"] = round(statistics.median(values), 4)
+        elif key == "policy/lag_mean":
+            result[name] = round(statistics.mean(values), 3)
+        elif key == "policy/lag_max":
+            result[name] = max(values)
+        else:  # cumulative counters
+            result[name] = values[-1]
+    if "collect_seconds_median" in result:
+        collect, update = result["collect_seconds_median"], result["update_seconds_median"]
+        result["collect_fraction"] = round(collect / (collect + update), 3)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", default="ppo", help="one algorithm or a comma-separated list (e.g. ppo,appo)")
+    parser.add_argument("--task", default="allegro_inhand")
+    parser.add_argument("--sim", default="mujoco")
+    parser.add_argument("--num-envs", type=int, default=512)
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=default_num_threads())
+    args, overrides = parser.parse_known_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    results = [
+        measure(algo, args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads, overrides)
+        for algo in args.algo.split(",")
+    ]
+    summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads}
+    summary["results"] = results
+    if len(results) == 2:
+        summary[f"{results[1]['algo']}_over_{results[0]['algo']}"] = round(
+            results[1]["env_steps_per_second"] / results[0]["env_steps_per_second"], 3
         )
-    )
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -112,28 +112,28 @@ class RunMetadata(L.Callback):
         self._write(trainer, pl_module, finished=True)
 
 
-def export_onnx(actor: nn.Module, observations: torch.Tensor, path: Path) -> float:
-    """Export ``actor`` (obs -> action) to ONNX and return the max |onnx - torch| on ``observations``."""
+def export_onnx(actor: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> float:
+    """Export ``actor`` (named inputs, in order -> action) to ONNX; return max |onnx - torch| on ``inputs``."""
     import onnxruntime
 
     actor = copy.deepcopy(actor).eval().cpu()
-    observations = observations.detach().float().cpu()
+    inputs = {name: value.detach().float().cpu() for name, value in inputs.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.onnx.export(
         actor,
-        (observations[:1],),
+        tuple(value[:1] for value in inputs.values()),
         str(tmp),
-        input_names=["obs"],
+        input_names=list(inputs),
         output_names=["actions"],
-        dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}},
+        dynamic_axes={name: {0: "batch"} for name in [*inputs, "actions"]},
         dynamo=False,
     )
     os.replace(tmp, path)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_actions = session.run(None, {"obs": observations.numpy()})[0]
+    onnx_actions = session.run(None, {name: value.numpy() for name, value in inputs.items()})[0]
     with torch.no_grad():
-        torch_actions = actor(observations).numpy()
+        torch_actions = actor(*inputs.values()).numpy()
     return float(np.abs(onnx_actions - torch_actions).max())
 
 
@@ -153,18 +153,20 @@ class EvaluationReport(L.Callback):
             return
         report = dict(result)
         actor = pl_module.deterministic_actor()
-        observations = pl_module.recorded_observations
-        if actor is not None and observations is not None:
+        inputs = pl_module.recorded_observations
+        if actor is not None and inputs is not None:
             onnx_path = directory / "policy.onnx"
-            max_diff = export_onnx(actor, observations, onnx_path)
+            max_diff = export_onnx(actor, inputs, onnx_path)
+            count = len(next(iter(inputs.values())))
             report["onnx"] = {
                 "path": str(onnx_path),
+                "inputs": {name: list(value.shape[1:]) for name, value in inputs.items()},
                 "max_abs_diff": max_diff,
-                "checked_observations": len(observations),
+                "checked_observations": count,
             }
             verdict = "OK" if max_diff < 1e-4 else "MISMATCH"
             print(
-                f"policy.onnx written to {onnx_path}; max |onnx - torch| = {max_diff:.3g} on {len(observations)} "
+                f"policy.onnx written to {onnx_path}; max |onnx - torch| = {max_diff:.3g} on {count} "
                 f"recorded observations ({verdict}, bar 1e-4)"
             )
         atomic_write_text(directory / "eval.json", json.dumps(report, indent=2))

@@ -39,8 +39,6 @@ class UnilabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.observation_dims", "model.init_args.observation_dims", apply_on="instantiate")
         parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
-        parser.link_arguments("model.init_args.gamma", "data.init_args.gamma")
-        parser.link_arguments("model.init_args.gae_lambda", "data.init_args.gae_lambda")
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})

@@ -83,6 +83,11 @@ def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG
     return run
 
 
+def run_algo(algo: str, profile: str | None) -> str:
+    """Folder name of an algorithm's runs: a HORA teacher (``--profile hora``) of ppo logs under hora_ppo."""
+    return f"hora_{algo}" if profile == "hora" else algo
+
+
 def checkpoint_file(run: Path, which: str) -> Path:
     """``last``, ``best`` or an epoch number N (``epoch_N.ckpt``)."""
     folder = run / "checkpoints"
@@ -141,7 +146,7 @@ def route_train(argv: list[str]) -> Route:
     args, load_run = translate(extra, REFERENCE_KEYS, config)
     load_run = known.load_run or load_run
     if known.resume or load_run is not None:
-        run = find_run(known.algo, known.task, known.sim, load_run or "-1")
+        run = find_run(run_algo(known.algo, known.profile), known.task, known.sim, load_run or "-1")
         ckpt = checkpoint_file(run, known.checkpoint)
         return Route(["fit", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *args])
     return Route(["fit", "--config", str(config), *args])
@@ -151,6 +156,6 @@ def route_eval(argv: list[str]) -> Route:
     known, extra = common_parser("eval").parse_known_args(argv)
     config = config_path(known.algo, known.task, known.sim, known.profile)
     args, load_run = translate(extra, REFERENCE_KEYS, config)
-    run = find_run(known.algo, known.task, known.sim, known.load_run or load_run or "-1")
+    run = find_run(run_algo(known.algo, known.profile), known.task, known.sim, known.load_run or load_run or "-1")
     ckpt = checkpoint_file(run, known.checkpoint)
     return Route(["test", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--trainer.logger=false", *args])

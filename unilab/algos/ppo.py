@@ -10,14 +10,13 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
+from unilab.algos.base import PolicyAlgorithm, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
-from unilab.data.rollout import ManifestRequest, RolloutBatch
-from unilab.evaluation import evaluate
-from unilab.models.actor_critic import ActorCritic, DeterministicActor
+from unilab.data.rollout import RolloutBatch
+from unilab.models.actor_critic import ActorCritic
 
 
 class ActingPolicy:
@@ -40,7 +39,7 @@ class ActingPolicy:
         return self.model.log_std.exp()
 
 
-class PPO(L.LightningModule):
+class PPO(PolicyAlgorithm):
     """Proximal policy optimisation with an asymmetric actor-critic."""
 
     algo_name = "ppo"
@@ -67,6 +66,9 @@ class PPO(L.LightningModule):
         max_grad_norm: float = 1.0,
         actor_group: str = "policy",
         critic_group: str = "critic",
+        privileged_group: str | None = None,
+        latent_dim: int = 9,
+        encoder_hidden_dims: Sequence[int] = (256, 128),
     ) -> None:
         """
         Args:
@@ -90,15 +92,15 @@ class PPO(L.LightningModule):
             max_grad_norm: Gradient-norm clip.
             actor_group: Observation group the actor reads.
             critic_group: Observation group the critic reads.
+            privileged_group: HORA teacher (``--profile hora``): group encoded into the extrinsics latent z
+                that the actor reads besides its own group; runs log under ``logs/hora_ppo/``.
+            latent_dim: Size of z.
+            encoder_hidden_dims: Widths of the privileged encoder MLP.
         """
         super().__init__()
         if schedule not in ("adaptive", "fixed"):
             raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
-        for name in (actor_group, critic_group):
-            if name not in observation_dims:
-                raise ValueError(
-                    f"observation group {name!r} not provided by the env; it has {sorted(observation_dims)}"
-                )
+        check_groups(observation_dims, actor_group, critic_group, *([privileged_group] if privileged_group else []))
         if num_learning_epochs < 1 or num_mini_batches < 1:
             raise ValueError("model.num_learning_epochs and model.num_mini_batches must be >= 1")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -113,12 +115,13 @@ class PPO(L.LightningModule):
             init_std,
             actor_group,
             critic_group,
+            privileged_group,
+            observation_dims.get(privileged_group, 0),
+            latent_dim,
+            encoder_hidden_dims,
         )
+        self.algo_name = f"hora_{self.algo_name}" if privileged_group else self.algo_name
         self.optimizer_factory = optimizer
-        self.register_buffer("env_steps", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
-        self.test_result: dict | None = None
-        self.recorded_observations: torch.Tensor | None = None
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.policy.parameters())
@@ -130,7 +133,7 @@ class PPO(L.LightningModule):
                 f"horizon * num_envs = {datamodule.batch_size} is not divisible by "
                 f"model.num_mini_batches = {self.hparams.num_mini_batches}"
             )
-        datamodule.set_policy(ActingPolicy(self.policy), self.device)
+        datamodule.set_policy(ActingPolicy(self.policy), self.device, self.hparams.gamma, self.hparams.gae_lambda)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
         started = time.perf_counter()
@@ -208,58 +211,3 @@ class PPO(L.LightningModule):
             if parameter.grad is not None:
                 torch.distributed.all_reduce(parameter.grad)
                 parameter.grad /= world
-
-    def _log_progress(self, logs: dict[str, float]) -> None:
-        bar = {
-            "it": float(self.iteration),
-            "sps": logs["perf/env_steps_per_second"],
-            "rew": logs.get("reward/rotate", float("nan")),
-        }
-        if "episode/length" in logs:
-            bar["ep_len"] = logs["episode/length"]
-            bar["rot"] = logs["episode/rotation_speed"]
-        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=1)
-
-    # Evaluation ----------------------------------------------------------------------------------
-    def _evaluate(self, request: ManifestRequest) -> dict:
-        env = self.trainer.datamodule.evaluation_env(request.episodes)
-        recorded = []
-
-        def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-            obs = {name: value.to(self.device) for name, value in obs.items()}
-            if len(recorded) < 16:
-                recorded.append(obs[self.policy.actor_group][:16].cpu())
-            return self.policy.action_mean(obs)
-
-        result = evaluate(env, act, request.seed)
-        self.recorded_observations = torch.cat(recorded)
-        return result
-
-    def validation_step(self, request: ManifestRequest, batch_idx: int) -> None:
-        overall = self._evaluate(request)["overall"]
-        self.log_dict({f"eval/{name}": float(value) for name, value in overall.items()}, batch_size=1)
-
-    def test_step(self, request: ManifestRequest, batch_idx: int) -> None:
-        self.test_result = self._evaluate(request)
-        overall = self.test_result["overall"]
-        self.log_dict({f"test/{name}": float(value) for name, value in overall.items()}, batch_size=1)
-
-    def deterministic_actor(self) -> DeterministicActor:
-        """Normaliser + actor as one module mapping the actor observation group to action means."""
-        return DeterministicActor(self.policy.actor_normalizer, self.policy.actor)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["unilab"] = {
-            "observation_dims": dict(self.hparams.observation_dims),
-            "num_actions": self.hparams.num_actions,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("unilab", {})
-        layout = {"observation_dims": dict(self.hparams.observation_dims), "num_actions": self.hparams.num_actions}
-        for key, value in layout.items():
-            if key in saved and saved[key] != value:
-                raise ValueError(
-                    f"checkpoint {key} {saved[key]} does not match this task's {value}; "
-                    "it was trained on a different task or observation layout"
-                )

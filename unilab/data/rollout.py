@@ -126,7 +126,7 @@ class RolloutStorage:
 class RolloutCollector:
     """Steps the env with the policy and fills the storage (shared by PPO and distillation)."""
 
-    def __init__(self, env: InHandRotationEnv, horizon: int, gamma: float, gae_lambda: float) -> None:
+    def __init__(self, env: InHandRotationEnv, horizon: int, gamma: float = 0.99, gae_lambda: float = 0.95) -> None:
         self.env = env
         self.horizon = horizon
         self.gamma, self.gae_lambda = gamma, gae_lambda
@@ -192,54 +192,15 @@ class RolloutDataset(IterableDataset):
         return self.iterations
 
 
-class RolloutDataModule(L.LightningDataModule):
-    """Owns the vectorised env; the algorithm hands over its acting policy in ``on_fit_start``."""
+class EnvDataModule(L.LightningDataModule):
+    """What every rollout data module shares: the env factory, the sizes it links, the evaluation manifests."""
 
-    def __init__(
-        self,
-        env: EnvFactory,
-        num_envs: int = 256,
-        horizon: int = 8,
-        iterations_per_epoch: int = 50,
-        seed: int = 0,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        val_episodes: int = 16,
-        test_episodes: int = 64,
-        eval_seed: int = 12345,
-    ) -> None:
-        """
-        Args:
-            env: The task (class path + init args); built here with ``num_envs`` envs.
-            num_envs: Parallel environments on this rank.
-            horizon: Control steps per env per iteration.
-            iterations_per_epoch: Iterations (rollout + update) in one Lightning epoch.
-            seed: Base seed; rank r uses ``seed + r``.
-            gamma: Discount (linked from the algorithm).
-            gae_lambda: GAE lambda (linked from the algorithm).
-            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
-            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
-            eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
-        """
+    def __init__(self, env: EnvFactory, val_episodes: int, test_episodes: int, eval_seed: int, num_envs: int) -> None:
         super().__init__()
-        for name, value in {
-            "num_envs": num_envs,
-            "horizon": horizon,
-            "iterations_per_epoch": iterations_per_epoch,
-        }.items():
-            if value < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {value}")
         self.env_factory = env
         self.env = env(num_envs)
         self.val_episodes, self.test_episodes, self.eval_seed = val_episodes, test_episodes, eval_seed
         self._eval_envs: dict[int, InHandRotationEnv] = {}
-        self.horizon = horizon
-        self.iterations_per_epoch = iterations_per_epoch
-        self.seed = seed
-        self.collector = RolloutCollector(self.env, horizon, gamma, gae_lambda)
-        self._policy: Policy | None = None
-        self._device = torch.device("cpu")
-        self._started = False
 
     # Values other components link to
     @property
@@ -249,24 +210,6 @@ class RolloutDataModule(L.LightningDataModule):
     @property
     def num_actions(self) -> int:
         return self.env.num_actions
-
-    @property
-    def batch_size(self) -> int:
-        return self.horizon * self.env.num_envs
-
-    def set_policy(self, policy: Policy, device: torch.device) -> None:
-        self._policy, self._device = policy, device
-
-    def _current_policy(self) -> tuple[Policy, torch.device]:
-        if self._policy is None:
-            raise RuntimeError("no acting policy: the algorithm must call datamodule.set_policy() in on_fit_start")
-        return self._policy, self._device
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and not self._started:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            self.collector.start(seed=self.seed + rank)
-            self._started = True
 
     def evaluation_env(self, episodes: int) -> InHandRotationEnv:
         """An env with one slot per manifest episode (built once per size)."""
@@ -279,6 +222,68 @@ class RolloutDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader([ManifestRequest(self.test_episodes, self.eval_seed)], batch_size=None)
+
+
+class RolloutDataModule(EnvDataModule):
+    """Owns the vectorised env; the algorithm hands over its acting policy in ``on_fit_start``."""
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        num_envs: int = 256,
+        horizon: int = 8,
+        iterations_per_epoch: int = 50,
+        seed: int = 0,
+        val_episodes: int = 16,
+        test_episodes: int = 64,
+        eval_seed: int = 12345,
+    ) -> None:
+        """
+        Args:
+            env: The task (class path + init args); built here with ``num_envs`` envs.
+            num_envs: Parallel environments on this rank.
+            horizon: Control steps per env per iteration.
+            iterations_per_epoch: Iterations (rollout + update) in one Lightning epoch.
+            seed: Base seed; rank r uses ``seed + r``.
+            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
+            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
+            eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
+        """
+        for name, value in {
+            "num_envs": num_envs,
+            "horizon": horizon,
+            "iterations_per_epoch": iterations_per_epoch,
+        }.items():
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs)
+        self.horizon = horizon
+        self.iterations_per_epoch = iterations_per_epoch
+        self.seed = seed
+        self.collector = RolloutCollector(self.env, horizon)
+        self._policy: Policy | None = None
+        self._device = torch.device("cpu")
+        self._started = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.horizon * self.env.num_envs
+
+    def set_policy(self, policy: Policy, device: torch.device, gamma: float, gae_lambda: float) -> None:
+        """Hand over the acting policy and the discount / GAE lambda the returns are computed with."""
+        self._policy, self._device = policy, device
+        self.collector.gamma, self.collector.gae_lambda = gamma, gae_lambda
+
+    def _current_policy(self) -> tuple[Policy, torch.device]:
+        if self._policy is None:
+            raise RuntimeError("no acting policy: the algorithm must call datamodule.set_policy() in on_fit_start")
+        return self._policy, self._device
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self._started:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self.collector.start(seed=self.seed + rank)
+            self._started = True
 
     def train_dataloader(self) -> DataLoader:
         dataset = RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch)

@@ -8,12 +8,17 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from unilab.models.hora import PrivilegedEncoder
 from unilab.models.mlp import mlp
 from unilab.models.normalizer import RunningNormalizer
 
 
 class ActorCritic(nn.Module):
-    """Actor reads the ``actor_group`` observation, critic the ``critic_group`` (asymmetric)."""
+    """Actor reads the ``actor_group`` observation, critic the ``critic_group`` (asymmetric).
+
+    With a ``privileged_group`` it is a HORA teacher: a privileged encoder turns that group into the
+    extrinsics latent z and the actor reads [normalised actor obs, z].
+    """
 
     def __init__(
         self,
@@ -26,21 +31,48 @@ class ActorCritic(nn.Module):
         init_std: float = 1.0,
         actor_group: str = "policy",
         critic_group: str = "critic",
+        privileged_group: str | None = None,
+        privileged_obs_dim: int = 0,
+        latent_dim: int = 9,
+        encoder_hidden_dims: Sequence[int] = (256, 128),
     ) -> None:
         super().__init__()
-        self.actor_group, self.critic_group = actor_group, critic_group
+        self.actor_group, self.critic_group, self.privileged_group = actor_group, critic_group, privileged_group
         self.actor_normalizer = RunningNormalizer(actor_obs_dim)
         self.critic_normalizer = RunningNormalizer(critic_obs_dim)
-        self.actor = mlp(actor_obs_dim, actor_hidden_dims, num_actions, activation)
+        self.encoder: PrivilegedEncoder | None = None
+        if privileged_group is not None:
+            self.privileged_normalizer = RunningNormalizer(privileged_obs_dim)
+            self.encoder = PrivilegedEncoder(privileged_obs_dim, encoder_hidden_dims, latent_dim, activation)
+        self.latent_dim = latent_dim if privileged_group is not None else 0
+        self.actor = mlp(actor_obs_dim + self.latent_dim, actor_hidden_dims, num_actions, activation)
         self.critic = mlp(critic_obs_dim, critic_hidden_dims, 1, activation)
         self.log_std = nn.Parameter(torch.full((num_actions,), float(torch.log(torch.tensor(init_std)))))
+
+    @property
+    def input_groups(self) -> tuple[str, ...]:
+        """Observation groups this model reads."""
+        groups = (self.actor_group, self.critic_group)
+        return groups if self.privileged_group is None else (*groups, self.privileged_group)
 
     def update_normalizers(self, obs: dict[str, torch.Tensor]) -> None:
         self.actor_normalizer.update(obs[self.actor_group])
         self.critic_normalizer.update(obs[self.critic_group])
+        if self.privileged_group is not None:
+            self.privileged_normalizer.update(obs[self.privileged_group])
 
-    def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.actor(self.actor_normalizer(obs[self.actor_group]))
+    def latent(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Extrinsics latent z from the privileged group (HORA teachers only)."""
+        if self.encoder is None:
+            raise ValueError("this policy has no privileged encoder; train a teacher with --profile hora")
+        return self.encoder(self.privileged_normalizer(obs[self.privileged_group]))
+
+    def action_mean(self, obs: dict[str, torch.Tensor], latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic action; a HORA policy uses ``latent`` if given, else z from the privileged group."""
+        features = self.actor_normalizer(obs[self.actor_group])
+        if self.encoder is not None:
+            features = torch.cat([features, self.latent(obs) if latent is None else latent], dim=-1)
+        return self.actor(features)
 
     def distribution(self, obs: dict[str, torch.Tensor]) -> Normal:
         mean = self.action_mean(obs)
@@ -63,11 +95,18 @@ class ActorCritic(nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """Observation normalisation + actor MLP -> action mean (what a robot runs)."""
+    """Observation normalisation + actor MLP -> action mean (what a robot runs).
 
-    def __init__(self, normalizer: nn.Module, actor: nn.Module) -> None:
+    A HORA teacher takes the privileged observation as a second input.
+    """
+
+    def __init__(self, policy: ActorCritic) -> None:
         super().__init__()
-        self.normalizer, self.actor = normalizer, actor
+        self.policy = policy
+        self.input_names = ("obs",) if policy.privileged_group is None else ("obs", "privileged")
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(self.normalizer(obs))
+    def forward(self, obs: torch.Tensor, privileged: torch.Tensor | None = None) -> torch.Tensor:
+        groups = {self.policy.actor_group: obs}
+        if privileged is not None:
+            groups[self.policy.privileged_group] = privileged
+        return self.policy.action_mean(groups)

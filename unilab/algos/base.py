@@ -1,0 +1,98 @@
+"""What every actor-critic algorithm module shares: evaluation, export, checkpoint layout, progress."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from unilab.data.rollout import ManifestRequest
+from unilab.evaluation import evaluate
+from unilab.models.actor_critic import ActorCritic, DeterministicActor
+
+
+def check_groups(observation_dims: dict[str, int], *groups: str) -> None:
+    """Fail fast when an algorithm reads an observation group the env does not provide."""
+    for name in groups:
+        if name not in observation_dims:
+            raise ValueError(f"observation group {name!r} not provided by the env; it has {sorted(observation_dims)}")
+
+
+class PolicyAlgorithm(L.LightningModule):
+    """Base of the modules that own an ``ActorCritic`` in ``self.policy`` (PPO, APPO, HORA teachers)."""
+
+    algo_name = "policy"
+    policy: ActorCritic
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
+        self.test_result: dict | None = None
+        self.recorded_observations: dict[str, torch.Tensor] | None = None
+
+    def _log_progress(self, logs: dict[str, float]) -> None:
+        bar = {
+            "it": float(self.iteration),
+            "sps": logs["perf/env_steps_per_second"],
+            "rew": logs.get("reward/rotate", float("nan")),
+        }
+        if "episode/length" in logs:
+            bar["ep_len"] = logs["episode/length"]
+            bar["rot"] = logs["episode/rotation_speed"]
+        self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=1)
+
+    # Evaluation ----------------------------------------------------------------------------------
+    def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic action of the deployed policy."""
+        return self.policy.action_mean(obs)
+
+    def export_inputs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Inputs of the deployed policy (ONNX input name -> tensor), in ``deterministic_actor``'s order."""
+        inputs = {"obs": obs[self.policy.actor_group]}
+        if self.policy.privileged_group is not None:
+            inputs["privileged"] = obs[self.policy.privileged_group]
+        return inputs
+
+    def _evaluate(self, request: ManifestRequest) -> dict:
+        env = self.trainer.datamodule.evaluation_env(request.episodes)
+        recorded: list[dict[str, torch.Tensor]] = []
+
+        def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            obs = {name: value.to(self.device) for name, value in obs.items()}
+            if len(recorded) < 16:
+                recorded.append({name: value[:16].cpu() for name, value in self.export_inputs(obs).items()})
+            return self.action_mean(obs)
+
+        result = evaluate(env, act, request.seed)
+        self.recorded_observations = {name: torch.cat([r[name] for r in recorded]) for name in recorded[0]}
+        return result
+
+    def validation_step(self, request: ManifestRequest, batch_idx: int) -> None:
+        overall = self._evaluate(request)["overall"]
+        self.log_dict({f"eval/{name}": float(value) for name, value in overall.items()}, batch_size=1)
+
+    def test_step(self, request: ManifestRequest, batch_idx: int) -> None:
+        self.test_result = self._evaluate(request)
+        overall = self.test_result["overall"]
+        self.log_dict({f"test/{name}": float(value) for name, value in overall.items()}, batch_size=1)
+
+    def deterministic_actor(self) -> torch.nn.Module:
+        """The deployed policy as one module: ``export_inputs`` (in order) -> action means."""
+        return DeterministicActor(self.policy)
+
+    # Checkpoints ---------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["unilab"] = {
+            "observation_dims": dict(self.hparams.observation_dims),
+            "num_actions": self.hparams.num_actions,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("unilab", {})
+        layout = {"observation_dims": dict(self.hparams.observation_dims), "num_actions": self.hparams.num_actions}
+        for key, value in layout.items():
+            if key in saved and saved[key] != value:
+                raise ValueError(
+                    f"checkpoint {key} {saved[key]} does not match this task's {value}; "
+                    "it was trained on a different task or observation layout"
+                )

@@ -1,0 +1,48 @@
+"""V-trace off-policy targets (Espeholt et al. 2018, IMPALA, section 4.1) as a pure function."""
+
+from __future__ import annotations
+
+import torch
+
+
+def vtrace(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    dones: torch.Tensor,
+    log_rhos: torch.Tensor,
+    gamma: float,
+    lam: float = 1.0,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace value targets and policy-gradient advantages over (T, N) tensors.
+
+    ``log_rhos`` is log pi(a_t|x_t) - log mu(a_t|x_t) (target over behaviour policy);
+    ``next_values[t]`` is V(x_{t+1}), or V(final_obs_t) where a time-out cut the episode.
+
+        rho_t = min(rho_bar, pi/mu),  c_t = lam * min(c_bar, pi/mu)
+        delta_t = rho_t (r_t + gamma V(x_{t+1}) (1 - terminated_t) - V(x_t))          (eq. 1)
+        v_t - V(x_t) = delta_t + gamma c_t (1 - done_t) (v_{t+1} - V(x_{t+1}))        (remark 1)
+        A_t = rho_t (r_t + gamma v_{t+1} (1 - terminated_t) - V(x_t))                 (section 4.2)
+
+    where v_{t+1} is replaced by ``next_values[t]`` at the rollout's last step and at episode ends.
+    Returns (v, A), both (T, N).
+    """
+    ratios = log_rhos.exp()
+    rhos = ratios.clamp(max=rho_bar)
+    cs = lam * ratios.clamp(max=c_bar)
+    not_terminal = 1.0 - terminated.float()
+    not_done = 1.0 - dones.float()
+    deltas = rhos * (rewards + gamma * next_values * not_terminal - values)
+    corrections = torch.zeros_like(values)
+    running = torch.zeros_like(values[0])
+    for t in reversed(range(values.shape[0])):
+        running = deltas[t] + gamma * cs[t] * not_done[t] * running
+        corrections[t] = running
+    targets = values + corrections
+    next_targets = next_values.clone()
+    next_targets[:-1] = torch.where(dones[:-1], next_values[:-1], targets[1:])
+    advantages = rhos * (rewards + gamma * next_targets * not_terminal - values)
+    return targets, advantages

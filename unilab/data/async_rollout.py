@@ -1,0 +1,482 @@
+"""Asynchronous collection for APPO: a spawned collector process feeding a shared-memory ring buffer.
+
+    learner (Lightning process)                       collector (spawned process)
+    ---------------------------                       ---------------------------
+    PolicyBoard.publish(weights, version += 1)  -->   pull the newest weights before each rollout
+    RolloutRing.read() <-- oldest ready slot    <--   RolloutRing.write(rollout stamped with version)
+
+All shared state is torch tensors in shared memory, allocated by the learner and handed to the
+child at spawn, so nothing outlives the two processes. A slot is written only when it is free or
+holds an unread rollout (which is then dropped and counted) and never while the learner copies it,
+so a read never returns a torn rollout. The learner checks the collector's liveness and heartbeat
+while it waits and raises ``CollectorError`` with the collector's traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import pickle
+import queue
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, IterableDataset
+
+from unilab.data.rollout import EnvDataModule, EnvFactory
+from unilab.models.actor_critic import ActorCritic
+
+log = logging.getLogger(__name__)
+FREE, WRITING, READY, READING = 0, 1, 2, 3
+# Indices into the shared control vector.
+STOP, PAUSED, READY_FLAG, HEARTBEAT, WRITTEN, DROPPED, READ = range(7)
+
+
+class CollectorError(RuntimeError):
+    """The collector process died, hung or raised; the message carries its traceback."""
+
+
+def portable_env_factory(factory: EnvFactory, **overrides) -> Callable[[int], object]:
+    """A picklable ``num_envs -> env`` factory (jsonargparse's partials hold unpicklable state)."""
+    func, args, keywords = factory, (), {}
+    if isinstance(factory, functools.partial):
+        func, args, keywords = factory.func, factory.args, dict(factory.keywords)
+        if args and isinstance(args[-1], type) and not isinstance(func, type):  # jsonargparse wrapper
+            func, args = args[-1], ()
+    portable = functools.partial(func, *args, **{**keywords, **overrides})
+    try:
+        pickle.dumps(portable)
+    except Exception as error:
+        raise TypeError(f"the env factory {factory!r} cannot be sent to a collector process: {error}") from error
+    return portable
+
+
+@dataclass(frozen=True)
+class RolloutLayout:
+    """Shapes of one rollout: ``horizon`` steps of ``num_envs`` envs."""
+
+    horizon: int
+    num_envs: int
+    obs_dims: dict[str, int]
+    num_actions: int
+    critic_group: str
+
+    def allocate(self, shared: bool = False) -> dict[str, torch.Tensor]:
+        t, n, a = self.horizon, self.num_envs, self.num_actions
+        tensors = {f"obs/{name}": torch.zeros(t, n, dim) for name, dim in self.obs_dims.items()}
+        tensors |= {
+            "actions": torch.zeros(t, n, a),
+            "action_mean": torch.zeros(t, n, a),
+            "action_std": torch.zeros(a),
+            "log_prob": torch.zeros(t, n),
+            "rewards": torch.zeros(t, n),
+            "terminated": torch.zeros(t, n, dtype=torch.bool),
+            "dones": torch.zeros(t, n, dtype=torch.bool),
+            "truncated_critic_obs": torch.zeros(t, n, self.obs_dims[self.critic_group]),
+            "last_critic_obs": torch.zeros(n, self.obs_dims[self.critic_group]),
+            # [policy version, sequence number]; [collect seconds]
+            "stamp": torch.zeros(2, dtype=torch.int64),
+            "collect_seconds": torch.zeros(1, dtype=torch.float64),
+        }
+        if shared:
+            for tensor in tensors.values():
+                tensor.share_memory_()
+        return tensors
+
+
+@dataclass
+class Rollout:
+    """One rollout on the learner side (a private copy of a ring slot)."""
+
+    tensors: dict[str, torch.Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+    wait_seconds: float = 0.0
+
+    @property
+    def obs(self) -> dict[str, torch.Tensor]:
+        return {key[4:]: value for key, value in self.tensors.items() if key.startswith("obs/")}
+
+    @property
+    def version(self) -> int:
+        return int(self.tensors["stamp"][0])
+
+    @property
+    def sequence(self) -> int:
+        return int(self.tensors["stamp"][1])
+
+    @property
+    def env_steps(self) -> int:
+        return self.tensors["rewards"].numel()
+
+    @property
+    def collect_seconds(self) -> float:
+        return float(self.tensors["collect_seconds"][0])
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(name)
+
+
+class RolloutRing:
+    """``size`` shared slots; FIFO for the reader, the oldest unread slot is overwritten when full."""
+
+    def __init__(self, layout: RolloutLayout, size: int, context) -> None:
+        if size < 2:
+            raise ValueError(f"the ring needs at least 2 slots, got {size}")
+        self.layout = layout
+        self.slots = [layout.allocate(shared=True) for _ in range(size)]
+        self.state = torch.zeros(size, dtype=torch.int64).share_memory_()
+        self.sequence = torch.zeros(size, dtype=torch.int64).share_memory_()
+        self.control = torch.zeros(8, dtype=torch.float64).share_memory_()
+        self.lock = context.Lock()
+
+    # Writer side (collector) -------------------------------------------------------------------
+    def write(self, rollout: dict[str, torch.Tensor]) -> None:
+        """Publish a rollout; drops (and counts) the oldest unread one when no slot is free."""
+        with self.lock:
+            free = (self.state == FREE).nonzero().flatten()
+            if len(free):
+                slot = int(free[0])
+            else:
+                ready = (self.state == READY).nonzero().flatten()
+                slot = int(ready[self.sequence[ready].argmin()])
+                self.control[DROPPED] += 1
+            self.state[slot] = WRITING
+            sequence = int(self.control[WRITTEN])
+        target = self.slots[slot]
+        for key, value in rollout.items():
+            target[key].copy_(value)
+        target["stamp"][1] = sequence
+        with self.lock:
+            self.sequence[slot] = sequence
+            self.state[slot] = READY
+            self.control[WRITTEN] += 1
+
+    # Reader side (learner) ---------------------------------------------------------------------
+    def try_read(self, into: dict[str, torch.Tensor]) -> bool:
+        """Copy the oldest ready rollout into ``into``; False when none is ready."""
+        with self.lock:
+            ready = (self.state == READY).nonzero().flatten()
+            if not len(ready):
+                return False
+            slot = int(ready[self.sequence[ready].argmin()])
+            self.state[slot] = READING
+        for key, value in self.slots[slot].items():
+            into[key].copy_(value)
+        with self.lock:
+            self.state[slot] = FREE
+            self.control[READ] += 1
+        return True
+
+    def counters(self) -> dict[str, int]:
+        with self.lock:
+            written, dropped, read = (int(self.control[i]) for i in (WRITTEN, DROPPED, READ))
+            pending = int((self.state == READY).sum())
+        return {"written": written, "dropped": dropped, "read": read, "pending": pending}
+
+
+class PolicyBoard:
+    """The learner's newest acting weights in shared memory, with a version counter."""
+
+    def __init__(self, policy: ActorCritic, context) -> None:
+        self.shared = copy.deepcopy(policy).cpu().share_memory()
+        self.version = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.lock = context.Lock()
+
+    def publish(self, policy: ActorCritic) -> int:
+        with self.lock, torch.no_grad():
+            for target, source in zip(self.shared.state_dict().values(), policy.state_dict().values(), strict=True):
+                target.copy_(source)
+            self.version += 1
+            return int(self.version)
+
+    def pull(self, local: ActorCritic, known_version: int) -> int:
+        """Copy the shared weights into ``local`` if newer than ``known_version``; return the version held."""
+        if int(self.version) == known_version:
+            return known_version
+        with self.lock, torch.no_grad():
+            local.load_state_dict(self.shared.state_dict())
+            return int(self.version)
+
+
+def collector_main(
+    env_factory: Callable[[int], object],
+    num_envs: int,
+    seed: int,
+    ring: RolloutRing,
+    board: PolicyBoard,
+    errors,
+    metrics,
+    parent_pid: int,
+) -> None:
+    """Entry point of the collector process: step the env with the newest policy, forever."""
+    try:
+        torch.set_num_threads(1)
+        env = env_factory(num_envs)
+        layout = ring.layout
+        rollout = layout.allocate()
+        policy = copy.deepcopy(board.shared)
+        version = board.pull(policy, -1)
+        critic_group = layout.critic_group
+        control = ring.control
+        obs = env.reset(seed=seed)
+        written = 0
+        control[HEARTBEAT] = time.time()
+        control[READY_FLAG] = 1
+        while control[STOP] == 0:
+            if os.getppid() != parent_pid:  # the learner is gone: nobody will read or stop us
+                return
+            if control[PAUSED] != 0:
+                control[HEARTBEAT] = time.time()
+                time.sleep(0.005)
+                continue
+            version = board.pull(policy, version)
+            started = time.perf_counter()
+            obs = collect_rollout(env, policy, obs, rollout, critic_group, control)
+            rollout["stamp"][0] = version
+            rollout["collect_seconds"][0] = time.perf_counter() - started
+            metrics.put((written, env.pop_metrics()))  # queued before the rollout is readable
+            ring.write(rollout)
+            written += 1
+    except BaseException:
+        errors.put(traceback.format_exc())
+        raise
+
+
+@torch.no_grad()
+def collect_rollout(env, policy: ActorCritic, obs, rollout: dict[str, torch.Tensor], critic_group: str, control):
+    """Fill ``rollout`` with ``horizon`` steps of every env; returns the observation to continue from."""
+    rollout["action_std"].copy_(policy.log_std.exp())
+    for t in range(rollout["rewards"].shape[0]):
+        for name, value in obs.items():
+            rollout[f"obs/{name}"][t].copy_(value)
+        dist = policy.distribution(obs)
+        actions = dist.sample()
+        step = env.step(actions)
+        rollout["actions"][t].copy_(actions)
+        rollout["action_mean"][t].copy_(dist.mean)
+        rollout["log_prob"][t].copy_(dist.log_prob(actions).sum(-1))
+        rollout["rewards"][t].copy_(step.reward)
+        rollout["terminated"][t].copy_(step.terminated)
+        rollout["dones"][t].copy_(step.terminated | step.truncated)
+        if step.truncated.any():
+            rollout["truncated_critic_obs"][t][step.truncated] = step.final_obs[critic_group][step.truncated]
+        obs = step.obs
+        control[HEARTBEAT] = time.time()
+    rollout["last_critic_obs"].copy_(obs[critic_group])
+    return obs
+
+
+class AsyncCollector:
+    """Starts, watches and stops the collector process (learner side)."""
+
+    def __init__(
+        self,
+        env_factory: Callable[[int], object],
+        layout: RolloutLayout,
+        policy: ActorCritic,
+        ring_size: int,
+        seed: int,
+        startup_timeout: float,
+        hang_timeout: float,
+    ) -> None:
+        self.context = mp.get_context("spawn")
+        self.layout = layout
+        self.ring = RolloutRing(layout, ring_size, self.context)
+        self.board = PolicyBoard(policy, self.context)
+        self.errors = self.context.Queue()
+        self.metrics = self.context.Queue()
+        self.startup_timeout, self.hang_timeout = startup_timeout, hang_timeout
+        self._newest_metrics = -1
+        self.process = self.context.Process(
+            target=collector_main,
+            args=(env_factory, layout.num_envs, seed, self.ring, self.board, self.errors, self.metrics, os.getpid()),
+            name="unilab-collector",
+            daemon=True,
+        )
+        self.started_at = time.time()
+        self.process.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def publish(self, policy: ActorCritic) -> int:
+        return self.board.publish(policy)
+
+    def set_paused(self, paused: bool) -> None:
+        self.ring.control[PAUSED] = float(paused)
+
+    def read(self, into: dict[str, torch.Tensor]) -> float:
+        """Block until a rollout is copied into ``into``; returns the seconds waited."""
+        started = time.perf_counter()
+        while not self.ring.try_read(into):
+            self.check_health()
+            time.sleep(0.002)
+        return time.perf_counter() - started
+
+    def drain_metrics(self, sequence: int) -> list[dict[str, float]]:
+        """Env metrics of every rollout written since the last call, up to at least rollout ``sequence``."""
+        drained, newest = [], self._newest_metrics
+        while True:
+            try:
+                newest, metrics = self.metrics.get(timeout=1.0) if newest < sequence else self.metrics.get_nowait()
+            except queue.Empty:
+                break
+            drained.append(metrics)
+        self._newest_metrics = newest
+        return drained
+
+    def check_health(self) -> None:
+        control = self.ring.control
+        if not self.process.is_alive():
+            raise CollectorError(self._failure(f"the collector process died (exit code {self.process.exitcode})"))
+        if control[READY_FLAG] == 0:
+            if time.time() - self.started_at > self.startup_timeout:
+                raise CollectorError(self._failure(f"the collector did not start within {self.startup_timeout:.0f} s"))
+        elif time.time() - float(control[HEARTBEAT]) > self.hang_timeout:
+            raise CollectorError(self._failure(f"the collector made no progress for {self.hang_timeout:.0f} s"))
+
+    def _failure(self, reason: str) -> str:
+        try:
+            details = self.errors.get(timeout=1.0)
+        except queue.Empty:
+            details = "(no Python traceback: the process was killed or crashed in native code)"
+        self.stop(grace=0.0)
+        return f"{reason}\n--- collector traceback ---\n{details}"
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Ask the process to stop, kill it after ``grace`` seconds, and release the queues."""
+        self.ring.control[STOP] = 1
+        self.process.join(timeout=grace)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        for channel in (self.errors, self.metrics):
+            channel.cancel_join_thread()
+            channel.close()
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean over the metric dicts of several rollouts."""
+    keys = {key for row in rows for key in row}
+    return {key: sum(row[key] for row in rows if key in row) / sum(key in row for row in rows) for key in keys}
+
+
+class AsyncRolloutDataset(IterableDataset):
+    """Yields ``iterations`` rollouts per epoch, each read from the ring into a free learner buffer."""
+
+    def __init__(self, datamodule: AsyncRolloutDataModule, iterations: int) -> None:
+        self.datamodule = datamodule
+        self.iterations = iterations
+
+    def __iter__(self) -> Iterator[Rollout]:
+        for _ in range(self.iterations):
+            yield self.datamodule.next_rollout()
+
+    def __len__(self) -> int:
+        return self.iterations
+
+
+class AsyncRolloutDataModule(EnvDataModule):
+    """Owns the collector process; the algorithm starts it with its policy in ``on_train_start``."""
+
+    def __init__(
+        self,
+        env: EnvFactory,
+        num_envs: int = 512,
+        horizon: int = 8,
+        iterations_per_epoch: int = 50,
+        seed: int = 0,
+        ring_size: int = 4,
+        collector_threads: int | None = None,
+        startup_timeout: float = 300.0,
+        hang_timeout: float = 20.0,
+        val_episodes: int = 16,
+        test_episodes: int = 64,
+        eval_seed: int = 12345,
+    ) -> None:
+        """
+        Args:
+            env: The task (class path + init args); the collector builds it with ``num_envs`` envs.
+            num_envs: Parallel environments in the collector.
+            horizon: Control steps per env per rollout.
+            iterations_per_epoch: Learner steps (one new rollout each) in one Lightning epoch.
+            seed: Seed of the collector's env.
+            ring_size: Slots of the shared ring buffer; when all hold unread rollouts the oldest is dropped.
+            collector_threads: Simulator threads of the collector (default: the cores this process may use).
+            startup_timeout: Seconds the collector may take to build its env before the fit fails.
+            hang_timeout: Seconds without an env step after which the collector counts as hung.
+            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
+            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
+            eval_seed: Seed of the evaluation manifests.
+        """
+        for name, value in {
+            "num_envs": num_envs,
+            "horizon": horizon,
+            "iterations_per_epoch": iterations_per_epoch,
+        }.items():
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        if ring_size < 2:
+            raise ValueError(f"data.ring_size must be >= 2, got {ring_size}")
+        # One env here for the linked sizes and the cache check; the collector builds the full batch.
+        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs=1)
+        self.num_envs, self.horizon = num_envs, horizon
+        self.iterations_per_epoch = iterations_per_epoch
+        self.seed, self.ring_size = seed, ring_size
+        self.collector_threads = collector_threads
+        self.startup_timeout, self.hang_timeout = startup_timeout, hang_timeout
+        self.collector: AsyncCollector | None = None
+        self.buffers: list[dict[str, torch.Tensor]] = []
+        self._next_buffer = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.horizon * self.num_envs
+
+    def start_collector(self, policy: ActorCritic, learner_buffers: int) -> None:
+        """Spawn the collector with a copy of ``policy``; ``learner_buffers`` rollouts stay readable at once."""
+        if self.collector is not None:
+            return
+        dims, critic = self.observation_dims, policy.critic_group
+        layout = RolloutLayout(self.horizon, self.num_envs, dims, self.num_actions, critic)
+        factory = portable_env_factory(self.env_factory, num_threads=self.collector_threads)
+        self.buffers = [layout.allocate() for _ in range(learner_buffers)]
+        self.collector = AsyncCollector(
+            factory, layout, policy, self.ring_size, self.seed, self.startup_timeout, self.hang_timeout
+        )
+        log.info(
+            "collector process %d started (%d envs, ring of %d)", self.collector.pid, self.num_envs, len(self.buffers)
+        )
+
+    def next_rollout(self) -> Rollout:
+        if self.collector is None:
+            raise RuntimeError("no collector: the algorithm must call datamodule.start_collector() in on_train_start")
+        buffer = self.buffers[self._next_buffer]
+        self._next_buffer = (self._next_buffer + 1) % len(self.buffers)
+        waited = self.collector.read(buffer)
+        metrics = self.collector.drain_metrics(int(buffer["stamp"][1]))
+        return Rollout(buffer, mean_metrics(metrics), waited)
+
+    def stop_collector(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
+            self.collector = None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(AsyncRolloutDataset(self, self.iterations_per_epoch), batch_size=None, num_workers=0)
+
+    def teardown(self, stage: str) -> None:
+        self.stop_collector()
+
+    def on_exception(self, exception: BaseException) -> None:
+        self.stop_collector()
