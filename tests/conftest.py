@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 TEST_GRASPS = 48
+SHARPA_SCALE = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,17 @@ def make_env(cache_dir):
         return AllegroInhandRotation(num_envs=num_envs, num_threads=2, **kwargs)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def sharpa_cache(tmp_path_factory) -> Path:
+    """A cache folder holding 4 real Sharpa grasps of the scale-1.0 cylinder, collected once per session."""
+    from unilab.caches import CacheSource
+    from unilab.tasks.sharpa import SharpaInhandRotation
+
+    directory = tmp_path_factory.mktemp("sharpa_caches")
+    env = SharpaInhandRotation(
+        num_envs=1, num_threads=2, scale_list=[SHARPA_SCALE], cache=CacheSource(cache_dir=str(directory))
+    )
+    env.write_grasp_cache(directory / env.cache_files()[0][0], 4, num_envs=128)
+    return directory

@@ -3,23 +3,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import SHARPA_SCALE as SCALE
 from unilab.caches import CacheError, CacheSource
 from unilab.hands.sharpa import JOINT_NAMES, REFERENCE_POSE_DEG, REFERENCE_RANGES, SHARPA, map_reference_pose
 from unilab.sim.scene import SceneLayout, build_scene
 from unilab.tasks.randomization import DomainRandomization
 from unilab.tasks.sharpa import CYLINDER, PHYSICS, SharpaInhandRotation
-
-SCALE = 1.0
-
-
-@pytest.fixture(scope="module")
-def sharpa_cache(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("sharpa_caches")
-    env = SharpaInhandRotation(
-        num_envs=1, num_threads=2, scale_list=[SCALE], cache=CacheSource(cache_dir=str(directory))
-    )
-    env.write_grasp_cache(directory / env.cache_files()[0][0], 4, num_envs=128)
-    return directory
 
 
 def make(sharpa_cache, num_envs=4, **kwargs):

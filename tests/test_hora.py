@@ -1,0 +1,162 @@
+"""HORA: teacher latent, adaptation module, student independence from privileged inputs, distillation."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from unilab.algos.hora import Student, StudentActing, TeacherSource, load_teacher
+from unilab.cli import main
+from unilab.models.actor_critic import ActorCritic
+from unilab.models.hora import AdaptationModule
+
+REPO = Path(__file__).resolve().parents[1]
+DIMS = {"policy": 147, "critic": 156, "privileged": 9, "proprio_hist": 1470}
+
+
+def hora_teacher() -> ActorCritic:
+    torch.manual_seed(0)
+    return ActorCritic(147, 156, 22, (64, 32), (64, 32), privileged_group="privileged", privileged_obs_dim=9)
+
+
+def observations(batch: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(batch, dim, generator=generator) for name, dim in DIMS.items()}
+
+
+def test_teacher_latent_comes_only_from_the_privileged_group():
+    teacher = hora_teacher()
+    obs = observations()
+    z = teacher.latent(obs)
+    assert z.shape == (5, 9) and z.abs().max() <= 1.0
+    assert teacher.action_mean(obs).shape == (5, 22)
+    others = {**observations(seed=1), "privileged": obs["privileged"]}
+    torch.testing.assert_close(teacher.latent(others), z)
+    moved = {**obs, "privileged": obs["privileged"] + 1.0}
+    assert not torch.allclose(teacher.latent(moved), z)
+    assert not torch.allclose(teacher.action_mean(moved), teacher.action_mean(obs))  # z reaches the actor
+
+
+def test_adaptation_module_maps_a_30_frame_history_to_the_latent():
+    module = AdaptationModule(frames=30, frame_dim=49, latent_dim=9)
+    z = module(torch.randn(7, 30, 49))
+    assert z.shape == (7, 9) and z.abs().max() <= 1.0
+    with pytest.raises(ValueError, match="at least 17 history frames"):
+        AdaptationModule(frames=10, frame_dim=49)
+
+
+def test_student_actions_do_not_depend_on_privileged_inputs():
+    student = Student(hora_teacher(), "proprio_hist", frames=30, frame_dim=49, channels=16)
+    obs = observations()
+    actions = student.action_mean(obs)
+    perturbed = {**obs, "privileged": torch.randn(5, 9) * 10, "critic": torch.randn(5, 156)}
+    torch.testing.assert_close(student.action_mean(perturbed), actions)
+    history = {**obs, "proprio_hist": obs["proprio_hist"] + 1.0}
+    assert not torch.allclose(student.action_mean(history), actions)
+
+
+# Real fits on Sharpa (one scale, tiny sizes) -----------------------------------------------------------
+def sharpa_args(config: str, cache_dir: Path, *extra: str) -> list[str]:
+    return [
+        "fit",
+        "--config",
+        str(REPO / "configs" / config),
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--data.num_envs=4",
+        "--data.horizon=4",
+        "--data.val_episodes=2",
+        "--data.test_episodes=2",
+        "--data.env.scale_list=[1.0]",
+        f"--data.env.cache.cache_dir={cache_dir}",
+        "--data.env.cache.generate_count=0",
+        "--data.env.num_threads=1",
+        *extra,
+    ]
+
+
+TEACHER_SIZES = ("--model.actor_hidden_dims=[32, 32]", "--model.critic_hidden_dims=[32, 32]")
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, sharpa_cache) -> Path:
+    """A folder whose logs/ hold one HORA teacher run of each family (ppo, appo)."""
+    root = tmp_path_factory.mktemp("hora")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        main(sharpa_args("ppo/sharpa_inhand/mujoco_hora.yaml", sharpa_cache, "--data.iterations_per_epoch=2",
+                         *TEACHER_SIZES))  # fmt: skip
+        main(sharpa_args("appo/sharpa_inhand/mujoco_hora.yaml", sharpa_cache, "--data.iterations_per_epoch=2",
+                         "--data.collector_threads=1", *TEACHER_SIZES))  # fmt: skip
+        main(sharpa_args("ppo/sharpa_inhand/mujoco.yaml", sharpa_cache, "--data.iterations_per_epoch=1",
+                         *TEACHER_SIZES))  # fmt: skip
+    return root
+
+
+def test_teacher_profiles_log_under_hora_folders_and_both_families_load(teachers):
+    for family in ("ppo", "appo"):
+        path = TeacherSource(algo_family=family, log_root=str(teachers / "logs")).resolve("sharpa_inhand", "mujoco")
+        assert path.parts[-5] == f"hora_{family}" and path.name == "last.ckpt"
+        teacher = load_teacher(path, DIMS, 22)
+        assert teacher.privileged_group == "privileged" and not any(p.requires_grad for p in teacher.parameters())
+    assert multiprocessing.active_children() == []
+
+
+def test_teacher_problems_fail_clearly(teachers, tmp_path):
+    path = TeacherSource(log_root=str(teachers / "logs")).resolve("sharpa_inhand", "mujoco")
+    with pytest.raises(ValueError, match="observation layout"):
+        load_teacher(path, {**DIMS, "policy": 100}, 22)
+    (plain,) = (teachers / "logs" / "ppo" / "SharpaInhandRotation").iterdir()
+    with pytest.raises(ValueError, match="no privileged encoder.*--profile hora"):
+        load_teacher(plain / "checkpoints" / "last.ckpt", DIMS, 22)
+    with pytest.raises(FileNotFoundError, match=r"(?s)looked for run '-1'.*hora_appo.*--profile hora"):
+        TeacherSource(algo_family="appo", log_root=str(tmp_path)).resolve("sharpa_inhand", "mujoco")
+    with pytest.raises(ValueError, match="algo_family must be one of"):
+        TeacherSource(algo_family="sac", log_root=str(tmp_path)).resolve("sharpa_inhand", "mujoco")
+
+
+def scalars(run: Path, tag: str) -> list[float]:
+    (events,) = run.glob("events.out.tfevents*")
+    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return [event.value for event in accumulator.Scalars(tag)]
+
+
+def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teachers, sharpa_cache, monkeypatch):
+    monkeypatch.chdir(teachers)
+    cli = main(sharpa_args("hora_distill/sharpa_inhand/mujoco.yaml", sharpa_cache, "--data.iterations_per_epoch=30",
+                           "--data.num_envs=8", "--model.teacher.algo_family=appo", "--model.num_learning_epochs=4",
+                           "--model.optimizer.init_args.lr=0.002"))  # fmt: skip
+    model = cli.model
+    assert model.teacher_path.parts[-5] == "hora_appo"
+    (run,) = (teachers / "logs" / "hora_distill" / "SharpaInhandRotation").iterdir()
+    assert len(scalars(run, "distill/latent_mse")) == 30
+    # On one fixed batch of states the trained student's latent is closer to the teacher's than fresh students'
+    student, collector = model.student, cli.datamodule.collector
+    batch = collector.collect(StudentActing(student), torch.device("cpu"))
+    target = student.teacher.latent(batch.obs)
+    history = batch.obs["proprio_hist"]
+    with torch.no_grad():
+        trained = (student.latent(history) - target).square().mean()
+        fresh = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            untrained = Student(student.teacher, "proprio_hist", 30, 49, 32)
+            untrained.history_normalizer.load_state_dict(student.history_normalizer.state_dict())
+            fresh.append((untrained.latent(history) - target).square().mean())
+    assert trained < 0.8 * min(fresh), (trained, fresh)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["unilab"]["teacher"] == str(model.teacher_path)
+
+    main(["eval", "--algo", "hora_distill", "--task", "sharpa_inhand", "--sim", "mujoco", "--load-run", "-1",
+          "--data.test_episodes=2"])  # fmt: skip
+    report = json.loads((run / "eval.json").read_text())
+    assert report["overall"]["latent_mse"] >= 0 and report["teacher_checkpoint"] == str(model.teacher_path)
+    assert report["onnx"]["inputs"] == {"obs": [147], "history": [30, 49]}
+    assert report["onnx"]["max_abs_diff"] < 1e-4

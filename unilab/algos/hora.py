@@ -1,0 +1,286 @@
+"""HORA student distillation as a LightningModule (TASKS.md §5).
+
+A frozen HORA teacher (PPO or APPO run with ``--profile hora``) gives the extrinsics latent z from
+privileged observations; the student's adaptation module predicts z from the 30-frame
+proprioceptive history and is trained with MSE(z_student, z_teacher). The student's own z drives
+the teacher's actor during collection (DAgger-like), so it learns on the states it visits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from unilab.algos.base import PolicyAlgorithm, check_groups
+from unilab.data.rollout import ManifestRequest, RolloutBatch
+from unilab.models.actor_critic import ActorCritic
+from unilab.models.hora import AdaptationModule
+from unilab.models.normalizer import RunningNormalizer
+
+TEACHER_FAMILIES = ("ppo", "appo")
+
+
+@dataclass
+class TeacherSource:
+    """Where the frozen teacher comes from: a checkpoint file, or a run of ``logs/hora_<algo_family>/``.
+
+    Attributes:
+        checkpoint_path: A teacher checkpoint file; when set, the run selectors below are ignored.
+        algo_family: ``ppo`` or ``appo``: which HORA teacher runs to look in.
+        run: ``-1`` (the newest run of this task and simulator) or a run folder name.
+        checkpoint: ``last``, ``best`` or an epoch number N.
+        log_root: Folder holding the runs.
+    """
+
+    checkpoint_path: str | None = None
+    algo_family: str = "ppo"
+    run: str = "-1"
+    checkpoint: str = "last"
+    log_root: str = "logs"
+
+    def resolve(self, task_name: str, sim: str) -> Path:
+        """The checkpoint file, or a FileNotFoundError naming what was looked for."""
+        from unilab.router import RouterError, checkpoint_file, find_run, run_algo
+
+        if self.checkpoint_path:
+            path = Path(self.checkpoint_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"teacher checkpoint {path} does not exist (model.teacher.checkpoint_path)")
+            return path
+        if self.algo_family not in TEACHER_FAMILIES:
+            raise ValueError(f"model.teacher.algo_family must be one of {TEACHER_FAMILIES}, got {self.algo_family!r}")
+        algo = run_algo(self.algo_family, "hora")
+        try:
+            return checkpoint_file(find_run(algo, task_name, sim, str(self.run), Path(self.log_root)), self.checkpoint)
+        except RouterError as error:
+            raise FileNotFoundError(
+                f"no HORA teacher to distil: looked for run {self.run!r}, checkpoint {self.checkpoint!r} of "
+                f"{self.log_root}/{algo}/ for task {task_name} on {sim}: {error}. Train one with "
+                f"`train --algo {self.algo_family} --task {task_name} --sim {sim} --profile hora`, "
+                "or set model.teacher.checkpoint_path"
+            ) from None
+
+
+def load_teacher(path: Path, observation_dims: dict[str, int], num_actions: int) -> ActorCritic:
+    """The teacher's ``ActorCritic``, frozen, after checking it is a HORA teacher for this observation layout."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = checkpoint.get("hyper_parameters", {})
+    saved = {"observation_dims": hparams.get("observation_dims"), "num_actions": hparams.get("num_actions")}
+    expected = {"observation_dims": dict(observation_dims), "num_actions": num_actions}
+    if saved != expected:
+        raise ValueError(
+            f"teacher {path} was trained on observation layout {saved}, but this env has {expected}; "
+            "distil from a teacher of the same task and observation settings"
+        )
+    if not hparams.get("privileged_group"):
+        raise ValueError(f"teacher {path} has no privileged encoder; train it with --profile hora")
+    teacher = ActorCritic(
+        observation_dims[hparams.get("actor_group", "policy")],
+        observation_dims[hparams.get("critic_group", "critic")],
+        num_actions,
+        hparams.get("actor_hidden_dims", (512, 256, 128)),
+        hparams.get("critic_hidden_dims", (512, 256, 128)),
+        hparams.get("activation", "elu"),
+        hparams.get("init_std", 1.0),
+        hparams.get("actor_group", "policy"),
+        hparams.get("critic_group", "critic"),
+        hparams["privileged_group"],
+        observation_dims[hparams["privileged_group"]],
+        hparams.get("latent_dim", 9),
+        hparams.get("encoder_hidden_dims", (256, 128)),
+    )
+    prefix = "policy."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    teacher.load_state_dict(state)
+    return teacher.eval().requires_grad_(False)
+
+
+class Student(nn.Module):
+    """Adaptation module (history -> z) driving the frozen teacher's actor."""
+
+    def __init__(self, teacher: ActorCritic, history_group: str, frames: int, frame_dim: int, channels: int) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.history_group = history_group
+        self.history_normalizer = RunningNormalizer(frame_dim)
+        self.adaptation = AdaptationModule(frames, frame_dim, teacher.latent_dim, channels)
+
+    def latent(self, history: torch.Tensor) -> torch.Tensor:
+        frames, frame_dim = self.adaptation.frames, self.adaptation.frame_dim
+        return self.adaptation(self.history_normalizer(history.reshape(-1, frames, frame_dim)))
+
+    def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.teacher.action_mean(obs, latent=self.latent(obs[self.history_group]))
+
+
+class StudentActing:
+    """The Policy interface the RolloutDataModule sees: the student's mean actions, no values."""
+
+    def __init__(self, student: Student) -> None:
+        self.student = student
+
+    def observe(self, obs):
+        self.student.history_normalizer.update(
+            obs[self.student.history_group].reshape(-1, self.student.adaptation.frame_dim)
+        )
+
+    @torch.no_grad()
+    def act(self, obs):
+        mean = self.student.action_mean(obs)
+        zeros = torch.zeros(mean.shape[0], device=mean.device)
+        return mean, zeros, zeros, mean
+
+    def value(self, obs):
+        return torch.zeros(next(iter(obs.values())).shape[0])
+
+    def action_std(self):
+        return self.student.teacher.log_std.exp()
+
+
+class StudentExport(nn.Module):
+    """What a robot runs: (current actor observation, 30-frame history) -> action."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, obs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        teacher = self.student.teacher
+        return teacher.action_mean({teacher.actor_group: obs}, latent=self.student.latent(history))
+
+
+class HoraDistill(PolicyAlgorithm):
+    """Distil a HORA teacher's extrinsics latent into a student that reads proprioceptive history."""
+
+    algo_name = "hora_distill"
+
+    def __init__(
+        self,
+        observation_dims: dict[str, int],
+        num_actions: int,
+        teacher: TeacherSource = TeacherSource(),
+        history_group: str = "proprio_hist",
+        history_frames: int = 30,
+        channels: int = 32,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        num_learning_epochs: int = 1,
+        num_mini_batches: int = 4,
+    ) -> None:
+        """
+        Args:
+            observation_dims: Size of each observation group (linked from the data module).
+            num_actions: Action size (linked from the data module).
+            teacher: The frozen HORA teacher (a checkpoint path, or algo family + run + checkpoint).
+            history_group: Observation group holding the flattened proprioceptive history.
+            history_frames: Frames in that history (its size must be a multiple).
+            channels: Width of the adaptation module's per-step embedding and convolutions.
+            optimizer: Optimiser factory for the adaptation module (TASKS.md: Adam, lr 3e-4).
+            num_learning_epochs: Passes over each rollout.
+            num_mini_batches: Minibatches per pass.
+        """
+        super().__init__()
+        check_groups(observation_dims, history_group)
+        if observation_dims[history_group] % history_frames:
+            raise ValueError(
+                f"{history_group} has {observation_dims[history_group]} values, not a multiple of "
+                f"model.history_frames = {history_frames}"
+            )
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.automatic_optimization = False
+        self.teacher_source = teacher if isinstance(teacher, TeacherSource) else TeacherSource(**teacher)
+        self.optimizer_factory = optimizer
+        self.student: Student | None = None
+        self.teacher_path: Path | None = None
+        self._latent_errors: list[torch.Tensor] = []
+
+    # The teacher is loaded in ``setup``: the env (task, simulator) is known, checkpoint weights are not yet restored.
+    def setup(self, stage: str) -> None:
+        if self.student is not None:
+            return
+        env = self.trainer.datamodule.env
+        hp = self.hparams
+        self.teacher_path = self.teacher_source.resolve(env.task_name, env.sim)
+        teacher = load_teacher(self.teacher_path, hp.observation_dims, hp.num_actions)
+        frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
+        self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
+
+    @property
+    def policy(self) -> ActorCritic:
+        return self.student.teacher
+
+    def configure_optimizers(self):
+        return self.optimizer_factory([*self.student.adaptation.parameters()])
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule.batch_size % self.hparams.num_mini_batches:
+            raise ValueError(
+                f"horizon * num_envs = {datamodule.batch_size} is not divisible by "
+                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
+            )
+        datamodule.set_policy(StudentActing(self.student), self.device, gamma=0.0, gae_lambda=0.0)
+
+    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+        started = time.perf_counter()
+        hp = self.hparams
+        optimizer = self.optimizers()
+        history = batch.obs[hp.history_group]
+        with torch.no_grad():
+            target = self.policy.latent(batch.obs)
+        batch_size = history.shape[0]
+        minibatch = batch_size // hp.num_mini_batches
+        losses = []
+        # Adaptation-module update: MSE(z_student, z_teacher)
+        for _ in range(hp.num_learning_epochs):
+            permutation = torch.randperm(batch_size, device=history.device)
+            for start in range(0, batch_size, minibatch):
+                idx = permutation[start : start + minibatch]
+                loss = (self.student.latent(history[idx]) - target[idx]).square().mean()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                optimizer.step()
+                losses.append(loss.item())
+        update_seconds = time.perf_counter() - started
+        self.env_steps += batch.env_steps
+        self.iteration += 1
+        logs = dict(batch.metrics)
+        logs |= {
+            "distill/latent_mse": sum(losses) / len(losses),
+            "distill/latent_mse_first": losses[0],
+            "perf/collect_seconds": batch.collect_seconds,
+            "perf/update_seconds": update_seconds,
+            "perf/env_steps_per_second": batch.env_steps / (batch.collect_seconds + update_seconds),
+            "perf/env_steps": float(self.env_steps),
+        }
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
+        self._log_progress(logs)
+
+    # Evaluation: the student acts; the latent error against the teacher is reported too -------------------
+    def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        latent = self.student.latent(obs[self.hparams.history_group])
+        self._latent_errors.append((latent - self.policy.latent(obs)).square().mean(dim=-1))
+        return self.policy.action_mean(obs, latent=latent)
+
+    def _evaluate(self, request: ManifestRequest) -> dict:
+        self._latent_errors = []
+        result = super()._evaluate(request)
+        result["overall"]["latent_mse"] = float(torch.cat(self._latent_errors).mean())
+        result["teacher_checkpoint"] = str(self.teacher_path)
+        return result
+
+    def export_inputs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        frames = self.hparams.history_frames
+        history = obs[self.hparams.history_group]
+        return {"obs": obs[self.policy.actor_group], "history": history.reshape(history.shape[0], frames, -1)}
+
+    def deterministic_actor(self) -> nn.Module:
+        return StudentExport(self.student)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["unilab"]["teacher"] = str(self.teacher_path)
