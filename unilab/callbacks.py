@@ -141,13 +141,16 @@ class EvaluationReport(L.Callback):
     """After ``test``: print the metrics table, write ``eval.json`` and ``policy.onnx`` into the run folder."""
 
     def on_test_end(self, trainer, pl_module) -> None:
-        from unilab.evaluation import format_table
+        from unilab.evaluation import METRICS, format_table
 
         result = getattr(pl_module, "test_result", None)
         if result is None or not trainer.is_global_zero:
             return
         rows = {"overall": result["overall"]} | result.get("per_scale", {})
         print("\n" + format_table(rows))
+        for name, value in result["overall"].items():
+            if name not in METRICS:  # algorithm-specific figures, e.g. a student's latent error
+                print(f"{name}: {value:.4g}")
         directory = run_directory(trainer)
         if directory is None:
             return

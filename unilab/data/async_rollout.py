@@ -455,7 +455,7 @@ class AsyncRolloutDataModule(EnvDataModule):
             factory, layout, policy, self.ring_size, self.seed, self.startup_timeout, self.hang_timeout
         )
         log.info(
-            "collector process %d started (%d envs, ring of %d)", self.collector.pid, self.num_envs, len(self.buffers)
+            "collector process %d started (%d envs, ring of %d)", self.collector.pid, self.num_envs, self.ring_size
         )
 
     def next_rollout(self) -> Rollout:

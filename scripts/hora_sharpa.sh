@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# HORA on Sharpa Wave, one command: grasp caches for all scales -> teacher -> student -> teacher vs student.
+#
+#   bash scripts/hora_sharpa.sh [ppo|appo]
+#
+# Each stage is skipped when its output exists (a cache file per scale; a teacher / student run whose
+# run.json says it ended) and resumed from last.ckpt when a run was interrupted. Budgets and sizes:
+#   COUNT=100                                     grasps per scale collected when a cache is missing
+#   TEACHER_ARGS="--trainer.max_time 00:01:00:00"  extra LightningCLI flags of the teacher fit
+#   STUDENT_ARGS="--trainer.max_epochs 50"         extra LightningCLI flags of the student fit
+#   EVAL_ARGS="--data.test_episodes 72"            extra flags of both evaluations
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FAMILY=${1:-ppo}
+case "$FAMILY" in ppo|appo) ;; *) echo "usage: $0 [ppo|appo]" >&2; exit 2 ;; esac
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if [ -z "${MENAGERIE_ROOT:-}" ] && [ -d ../shared/menagerie ]; then export MENAGERIE_ROOT=$(cd ../shared/menagerie && pwd); fi
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+SCALES="0.8 0.9 1 1.1 1.2 1.3 1.4 1.5 1.6"
+unilab() { "$PYTHON" -m unilab "$@"; }
+
+# Newest run folder of logs/<algo>/SharpaInhandRotation/*_mujoco, and whether its run.json says it ended.
+newest_run() { ls -d logs/"$1"/SharpaInhandRotation/*_mujoco 2>/dev/null | sort | tail -1; }
+ended() { [ -f "$1/run.json" ] && "$PYTHON" -c "import json,sys; sys.exit(json.load(open('$1/run.json'))['ended'] is None)"; }
+
+# fit_stage <log folder> <train flags...>: skip an ended run, resume an interrupted one, else start one.
+fit_stage() {
+  local folder=$1; shift
+  local run; run=$(newest_run "$folder")
+  if [ -n "$run" ] && ended "$run"; then
+    echo "== $folder: $run has ended, skipping"
+  elif [ -n "$run" ] && [ -f "$run/checkpoints/last.ckpt" ]; then
+    echo "== $folder: resuming $run"
+    unilab train "$@" --resume --load-run "$(basename "$run")"
+  else
+    echo "== $folder: training"
+    unilab train "$@"
+  fi
+}
+
+echo "== grasp caches"
+missing=""
+for scale in $SCALES; do
+  [ -f "unilab/assets/caches/sharpa_grasp_${scale}.npy" ] || missing="$missing $scale"
+done
+if [ -n "$missing" ]; then COUNT=${COUNT:-100} bash scripts/sharpa_collect_grasps.sh $missing; else echo "all present"; fi
+
+# shellcheck disable=SC2086
+fit_stage "hora_$FAMILY" --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora ${TEACHER_ARGS:-}
+# shellcheck disable=SC2086
+fit_stage hora_distill --algo hora_distill --task sharpa_inhand --sim mujoco \
+  "--model.teacher.algo_family=$FAMILY" ${STUDENT_ARGS:-}
+
+echo "== evaluation"
+# shellcheck disable=SC2086
+unilab eval --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora --load-run -1 ${EVAL_ARGS:-}
+# shellcheck disable=SC2086
+unilab eval --algo hora_distill --task sharpa_inhand --sim mujoco --load-run -1 ${EVAL_ARGS:-}
+"$PYTHON" scripts/compare_eval.py "teacher=$(newest_run "hora_$FAMILY")/eval.json" \
+  "student=$(newest_run hora_distill)/eval.json"
