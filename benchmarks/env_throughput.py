@@ -1,10 +1,12 @@
 """Env throughput against the raw physics ceiling of the same scene, in one process and one run.
 
 Each round snapshots the simulator state, times ``env.step`` for ``--steps`` control steps, then
-restores the snapshot and times the bare backend (one rollout call per control step, same N,
+restores the snapshot and times the bare backend (one backend step per control step, same N,
 same substeps, the same targets replayed, no task code). Prints JSON with medians and the ratio.
+With ``--sim motrix`` the same task is then measured on MuJoCo in the same run, side by side.
 
     python benchmarks/env_throughput.py --num-envs 256
+    python benchmarks/env_throughput.py --task sharpa_inhand --sim motrix --num-envs 256
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def measure(
     for _ in range(5):  # warm-up
         env.step(torch.randn(num_envs, env.num_actions, generator=generator) * action_std)
     env_rates, raw_rates = [], []
+    everyone = np.arange(num_envs)
     for _ in range(rounds):
-        snapshot = backend.state.copy()
+        snapshot = backend.qpos.copy(), backend.qvel.copy()
         targets = np.zeros((steps, num_envs, env.num_actions))
         actions = [torch.randn(num_envs, env.num_actions, generator=generator) * action_std for _ in range(steps)]
         started = time.perf_counter()
@@ -46,13 +49,13 @@ def measure(
             env.step(actions[t])
             targets[t] = env.targets.numpy()
         env_rates.append(steps * num_envs / (time.perf_counter() - started))
-        after = backend.state.copy()
-        backend.state[:] = snapshot
+        after = backend.qpos.copy(), backend.qvel.copy()
+        backend.reset(everyone, *snapshot)
         started = time.perf_counter()
         for t in range(steps):
             backend.step(targets[t])
         raw_rates.append(steps * num_envs / (time.perf_counter() - started))
-        backend.state[:] = after
+        backend.reset(everyone, *after)
     env_median, raw_median = statistics.median(env_rates), statistics.median(raw_rates)
     return {
         "task": task,
@@ -85,6 +88,14 @@ def main() -> None:
     result = measure(
         args.task, args.sim, args.num_envs, args.steps, args.rounds, args.threads, args.action_std, args.cache_dir
     )
+    if args.sim != "mujoco":
+        reference = measure(
+            args.task, "mujoco", args.num_envs, args.steps, args.rounds, args.threads, args.action_std, args.cache_dir
+        )
+        result["mujoco"] = {key: reference[key] for key in ("env_steps_per_second", "ratio")}
+        result[f"{args.sim}_over_mujoco_env_steps"] = round(
+            result["env_steps_per_second"] / reference["env_steps_per_second"], 3
+        )
     print(json.dumps(result))
 
 

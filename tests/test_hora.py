@@ -108,6 +108,17 @@ def test_teacher_profiles_log_under_hora_folders_and_both_families_load(teachers
     assert multiprocessing.active_children() == []
 
 
+def test_teacher_eval_reports_teacher_metrics_and_exports_obs_plus_privileged(teachers, monkeypatch):
+    monkeypatch.chdir(teachers)
+    main(["eval", "--algo", "ppo", "--profile", "hora", "--task", "sharpa_inhand", "--sim", "mujoco",
+          "--load-run", "-1", "--data.test_episodes=2"])  # fmt: skip
+    (run,) = (teachers / "logs" / "hora_ppo" / "SharpaInhandRotation").iterdir()
+    report = json.loads((run / "eval.json").read_text())
+    assert report["overall"]["episodes"] == 2 and "latent_mse" not in report["overall"]
+    assert report["onnx"]["inputs"] == {"obs": [147], "privileged": [9]}
+    assert report["onnx"]["max_abs_diff"] < 1e-4
+
+
 def test_teacher_problems_fail_clearly(teachers, tmp_path):
     path = TeacherSource(log_root=str(teachers / "logs")).resolve("sharpa_inhand", "mujoco")
     with pytest.raises(ValueError, match="observation layout"):

@@ -59,6 +59,8 @@ class CacheExpectation:
     joint_names: tuple[str, ...]
     object_scale: float = 1.0
     regenerate_command: str = ""
+    backend: str = ""
+    """Simulator that will use the cache; one made on another simulator is allowed and logged."""
 
     @property
     def columns(self) -> int:
@@ -151,6 +153,9 @@ def load_cache(path: Path, expected: CacheExpectation) -> np.ndarray:
             raise fail("its joint order differs from the current hand's actuator order")
         if meta.get("quat_order", "wxyz") != "wxyz":
             raise fail(f"quaternion order {meta.get('quat_order')!r}, expected 'wxyz'")
+        made_on = meta.get("made_by", {}).get("backend")
+        if expected.backend and made_on and made_on != expected.backend:
+            log.info("grasp cache %s was collected on %s; using it on %s", path, made_on, expected.backend)
     else:
         log.warning("grasp cache %s has no sidecar; its model fingerprint cannot be checked", path)
     return grasps

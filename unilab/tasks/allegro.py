@@ -49,7 +49,7 @@ class AllegroInhandRotation(InHandRotationEnv):
         """
         Args:
             num_envs: Parallel environments.
-            sim: Physics backend (``mujoco``).
+            sim: Physics backend: ``mujoco`` or ``motrix``.
             num_threads: Simulator threads (default: the cores this process may use).
             cache: Where grasp caches come from (path, folder, Hugging Face, generation size).
             cache_name: File name of the full cache looked up in the folder and on Hugging Face.

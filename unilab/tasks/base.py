@@ -88,12 +88,13 @@ class InHandRotationEnv:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
-        self.models = [
-            build_scene(self.hand, obj, physics, scale, visuals=False).compile() for scale in self.object_scales
-        ]
+        self.specs = [build_scene(self.hand, obj, physics, scale, visuals=False) for scale in self.object_scales]
+        self.models = [spec.compile() for spec in self.specs]
         self.layout = SceneLayout.from_model(self.models[0], self.hand)
         object_force = domain_randomization.object_force
-        self.backend = make_backend(sim, self.models, num_envs, physics.substeps, num_threads, object_force)
+        self.backend = make_backend(
+            sim, self.models, num_envs, physics.substeps, num_threads, object_force, specs=self.specs
+        )
         self.env_scale = torch.as_tensor(contiguous_assignment(num_envs, len(self.object_scales)))
         self.num_actions = self.hand.num_joints
         joint_range = torch.as_tensor(self.layout.joint_range, dtype=torch.float32)
@@ -183,6 +184,7 @@ class InHandRotationEnv:
             joint_names=self.hand.joint_names,
             object_scale=self.object_scales[scale_index],
             regenerate_command=self.regenerate_command(),
+            backend=self.sim,
         )
 
     def grasp_criteria(self) -> GraspCriteria:
@@ -193,8 +195,11 @@ class InHandRotationEnv:
         self, count: int, num_envs: int = 256, progress: Callable | None = None, scale_index: int = 0
     ) -> np.ndarray:
         """Collect ``count`` grasps for object scale ``object_scales[scale_index]`` on a fresh backend."""
-        model = self.models[scale_index : scale_index + 1]
-        backend = make_backend(self.sim, model, num_envs, self.physics.substeps, self.backend.num_threads)
+        scale = slice(scale_index, scale_index + 1)
+        backend = make_backend(
+            self.sim, self.models[scale], num_envs, self.physics.substeps, self.backend.num_threads,
+            specs=self.specs[scale],
+        )  # fmt: skip
         collector = GraspCollector(
             backend,
             self.layout,

@@ -77,7 +77,7 @@ class SharpaInhandRotation(InHandRotationEnv):
         """
         Args:
             num_envs: Parallel environments, assigned to the object scales in contiguous blocks.
-            sim: Physics backend (``mujoco``).
+            sim: Physics backend: ``mujoco`` or ``motrix``.
             num_threads: Simulator threads (default: the cores this process may use).
             scale_list: Object scales (default 0.8, 0.9, ..., 1.6); one compiled model and one grasp cache each.
             cache: Where grasp caches come from; ``generate_count`` grasps per missing scale.
