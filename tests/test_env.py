@@ -157,3 +157,7 @@ def test_exploded_but_finite_state_is_reset_like_a_nan(make_env):
     assert step.terminated.tolist() == [False, True]
     assert step.reward.abs().max() < 1.0
     assert env.pop_metrics()["env/nan_resets"] == 1
+    # the exploded step reaches evaluation metrics (ObjVel, Torque, Work) as zeros, not as 1e6-scale values
+    for name in ("linvel", "torque", "qvel"):
+        assert step.kinematics[name][1].abs().max() == 0.0
+    assert step.kinematics["torque"][0].abs().max() < 100.0

@@ -442,10 +442,16 @@ class InHandRotationEnv:
         return EnvStep(obs, reward, dropped, truncated, final_obs, kinematics)
 
     def _sanitize(self, bad: torch.Tensor) -> None:
-        """Replace non-finite readings of ``bad`` envs so they cannot poison observations."""
-        for tensor in (self.qpos, self.qvel, self.object_pos, self.object_quat, self.object_linvel, self.object_angvel):
+        """Keep a broken-down step of ``bad`` envs out of observations and metrics.
+
+        Non-finite readings become 0; the step's velocities and torques (finite differences and PD
+        forces of an exploded state, up to 1e13 here) are zeroed, so evaluation metrics such as
+        ObjVel and Torque count the breakdown as the end of the episode, not as a huge value.
+        """
+        for tensor in (self.qpos, self.object_pos, self.object_quat, self.tip_pos):
             tensor[bad] = torch.nan_to_num(tensor[bad], nan=0.0, posinf=0.0, neginf=0.0)
-        self.tip_pos[bad] = torch.nan_to_num(self.tip_pos[bad], nan=0.0, posinf=0.0, neginf=0.0)
+        for tensor in (self.qvel, self.object_linvel, self.object_angvel, self.torque):
+            tensor[bad] = 0.0
 
     # Metrics -----------------------------------------------------------------------------------
     def _accumulate(self, values: dict[str, float]) -> None:
