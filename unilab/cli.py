@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -176,6 +177,8 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path:
     if argv and argv[0] in ("train", "eval"):
         route = (route_train if argv[0] == "train" else route_eval)(argv[1:])
         log.info("%s -> python -m unilab %s", argv[0], " ".join(route.args))
+        # The routed arguments replace the command line on purpose; LightningCLI would warn about both.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return main(route.args)
     return UnilabCLI(
         LightningModule,
