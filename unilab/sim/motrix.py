@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
@@ -25,6 +26,16 @@ from unilab.sim.scene import OBJECT_BODY, OBJECT_GEOM
 log = logging.getLogger(__name__)
 MAX_SPEED = 1e3  # |qvel| beyond this counts as a physics breakdown (MotrixSim does not reset by itself)
 _thread_pool_size: int | None = None
+
+
+@dataclass(frozen=True)
+class SensorPlan:
+    """One scene's sources of MuJoCo's sensordata: (adr, site) positions, and pad-object contacts."""
+
+    sites: list[tuple[int, object]]
+    contact_adr: np.ndarray
+    contact_links: list[int]
+    contact_pairs: np.ndarray
 
 
 class MotrixError(RuntimeError):
@@ -129,6 +140,7 @@ class MotrixBackend:
             self.scene_models.append(scene)
             self.datas.append(motrixsim.SceneData(scene, batch=[max(len(self.groups[index]), 1)]))
         self._map_layout(first, self.scene_models[0])
+        self._plans = [self._sensor_plan(first, scene) for scene in self.scene_models]
 
         # Preallocated MuJoCo-layout state and sensors.
         self._qpos = np.zeros((num_envs, self.nq))
@@ -149,7 +161,6 @@ class MotrixBackend:
     def _map_layout(self, model: mujoco.MjModel, scene) -> None:
         """Index maps MuJoCo qpos/qvel <-> MotrixSim dof_pos/dof_vel, actuators, links, sites, geoms."""
         pos_map, vel_map = np.zeros(model.nq, dtype=np.int64), np.zeros(model.nv, dtype=np.int64)
-        quat_columns = []
         for joint_id in range(model.njnt):
             joint = model.joint(joint_id)
             qadr, vadr = int(model.jnt_qposadr[joint_id]), int(model.jnt_dofadr[joint_id])
@@ -160,7 +171,6 @@ class MotrixBackend:
                 # MuJoCo [x y z qw qx qy qz] <- MotrixSim [x y z qx qy qz qw]
                 pos_map[qadr : qadr + 7] = positions[[0, 1, 2, 6, 3, 4, 5]]
                 vel_map[vadr : vadr + 6] = velocities
-                quat_columns.append(qadr + 3)
             else:
                 target = scene.get_joint(joint.name)
                 if target is None:
@@ -168,30 +178,25 @@ class MotrixBackend:
                 pos_map[qadr] = target.dof_pos_index
                 vel_map[vadr] = target.dof_vel_index
         self._pos_map, self._vel_map = pos_map, vel_map
-        self._free_quat = quat_columns
         self._object_link = scene.get_link_index(OBJECT_BODY)
-        self._sensor_reads = self._sensor_plan(model, scene)
-        self._geom_count = len(scene.geoms)
+        self._dof_sizes = (int(pos_map.max()) + 1, int(vel_map.max()) + 1)
 
-    def _sensor_plan(self, model: mujoco.MjModel, scene) -> list[tuple]:
-        """How each MuJoCo sensor of the scene is rebuilt from MotrixSim state."""
-        plan = []
+    def _sensor_plan(self, model: mujoco.MjModel, scene) -> SensorPlan:
+        """How the MuJoCo sensors of the scene are rebuilt from ``scene``'s state."""
+        sites, contact_adr, contact_links, contact_pairs = [], [], [], []
         for sensor_id in range(model.nsensor):
             sensor = model.sensor(sensor_id)
-            adr, dim = int(sensor.adr[0]), int(sensor.dim[0])
-            if sensor.type[0] == mujoco.mjtSensor.mjSENS_FRAMEPOS:
-                site = scene.get_site(model.site(int(sensor.objid[0])).name)
-                plan.append(("site", adr, site))
-            elif sensor.type[0] == mujoco.mjtSensor.mjSENS_CONTACT:
+            adr, kind = int(sensor.adr[0]), sensor.type[0]
+            if kind == mujoco.mjtSensor.mjSENS_FRAMEPOS:
+                sites.append((adr, scene.get_site(model.site(int(sensor.objid[0])).name)))
+            elif kind == mujoco.mjtSensor.mjSENS_CONTACT and int(sensor.dim[0]) == 4:  # [found, net force xyz]
                 geom = model.geom(int(sensor.objid[0]))
-                link = scene.get_link_index(model.body(int(geom.bodyid[0])).name)
-                pair = [scene.get_geom_index(geom.name), scene.get_geom_index(OBJECT_GEOM)]
-                plan.append(("contact", adr, (link, np.array([pair], dtype=np.uint32))))
+                contact_adr.append(adr)
+                contact_links.append(scene.get_link_index(model.body(int(geom.bodyid[0])).name))
+                contact_pairs.append([scene.get_geom_index(geom.name), scene.get_geom_index(OBJECT_GEOM)])
             else:
-                raise MotrixError(f"sensor {sensor.name!r} of type {sensor.type[0]} has no MotrixSim equivalent")
-            if dim not in (3, 4):
-                raise MotrixError(f"sensor {sensor.name!r}: unexpected size {dim}")
-        return plan
+                raise MotrixError(f"sensor {sensor.name!r} (type {kind}) has no MotrixSim equivalent")
+        return SensorPlan(sites, np.array(contact_adr), contact_links, np.array(contact_pairs, dtype=np.uint32))
 
     # State -------------------------------------------------------------------------------------------
     @property
@@ -223,15 +228,15 @@ class MotrixBackend:
                     forward_kinematic=True,
                     reset_overrides=False,
                 )
-        self._read(np.asarray(env_ids))
+        self._read()
 
     def _to_dof_pos(self, envs: np.ndarray) -> np.ndarray:
-        dof = np.zeros((len(envs), self._pos_map.max() + 1), dtype=np.float32)
+        dof = np.zeros((len(envs), self._dof_sizes[0]), dtype=np.float32)
         dof[:, self._pos_map] = self._qpos[envs]
         return dof
 
     def _to_dof_vel(self, envs: np.ndarray) -> np.ndarray:
-        dof = np.zeros((len(envs), self._vel_map.max() + 1), dtype=np.float32)
+        dof = np.zeros((len(envs), self._dof_sizes[1]), dtype=np.float32)
         dof[:, self._vel_map] = self._qvel[envs]
         return dof
 
@@ -252,24 +257,23 @@ class MotrixBackend:
             for _ in range(self.substeps):
                 link.add_external_force(data, force, local=False)
                 scene.step(data)
-        self._read(np.arange(self.num_envs))
+        self._read()
 
-    def _read(self, env_ids: np.ndarray) -> None:
+    def _read(self) -> None:
         """Copy MotrixSim state of all groups into the MuJoCo-layout arrays; refresh sensors and health."""
-        for group, data, scene in zip(self.groups, self.datas, self.scene_models, strict=True):
+        for group, data, scene, plan in zip(self.groups, self.datas, self.scene_models, self._plans, strict=True):
             if not len(group):
                 continue
             self._qpos[group] = data.dof_pos[:, self._pos_map]
             self._qvel[group] = data.dof_vel[:, self._vel_map]
-            for kind, adr, target in self._sensor_reads:
-                if kind == "site":
-                    self._sensordata[group, adr : adr + 3] = target.get_position(data)
-                else:
-                    link, pair = target
-                    found = scene.get_contact_query(data).is_colliding(pair).reshape(len(group))
-                    forces = scene.get_link_net_contact_forces(data, [link])[:, 0, :3] if found.any() else 0.0
-                    self._sensordata[group, adr] = found
-                    self._sensordata[group, adr + 1 : adr + 4] = np.where(found[:, None], forces, 0.0)
+            for adr, site in plan.sites:
+                self._sensordata[group, adr : adr + 3] = site.get_position(data)
+            if len(plan.contact_adr):
+                found = scene.get_contact_query(data).is_colliding(plan.contact_pairs).reshape(len(group), -1)
+                forces = scene.get_link_net_contact_forces(data, plan.contact_links)[..., :3]
+                self._sensordata[group[:, None], plan.contact_adr] = found
+                for offset in range(3):
+                    self._sensordata[group[:, None], plan.contact_adr + 1 + offset] = found * forces[..., offset]
         finite = np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1)
         self._diverged = ~finite | (np.abs(self._qvel) > MAX_SPEED).any(axis=1)
 
