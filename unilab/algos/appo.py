@@ -20,7 +20,6 @@ from unilab.algos.base import PolicyAlgorithm, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.vtrace import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
-from unilab.models.actor_critic import ActorCritic
 
 
 class APPO(PolicyAlgorithm):
@@ -100,22 +99,7 @@ class APPO(PolicyAlgorithm):
             )
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
-        self.policy = ActorCritic(
-            observation_dims[actor_group],
-            observation_dims[critic_group],
-            num_actions,
-            actor_hidden_dims,
-            critic_hidden_dims,
-            activation,
-            init_std,
-            actor_group,
-            critic_group,
-            privileged_group,
-            observation_dims.get(privileged_group, 0),
-            latent_dim,
-            encoder_hidden_dims,
-        )
-        self.algo_name = f"hora_{self.algo_name}" if privileged_group else self.algo_name
+        self._init_policy()
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.optimizer_factory = optimizer
         self.register_buffer("rollouts_reused", torch.zeros((), dtype=torch.int64))

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning as L
 import torch
 
 from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
+
+
+def actor_critic_from(hparams: Mapping) -> ActorCritic:
+    """The ``ActorCritic`` described by a PPO/APPO module's hyperparameters (also read from checkpoints)."""
+    dims, privileged = hparams["observation_dims"], hparams.get("privileged_group")
+    return ActorCritic(
+        dims[hparams["actor_group"]],
+        dims[hparams["critic_group"]],
+        hparams["num_actions"],
+        hparams["actor_hidden_dims"],
+        hparams["critic_hidden_dims"],
+        hparams["activation"],
+        hparams["init_std"],
+        hparams["actor_group"],
+        hparams["critic_group"],
+        privileged,
+        dims.get(privileged, 0),
+        hparams.get("latent_dim", 9),
+        hparams.get("encoder_hidden_dims", (256, 128)),
+    )
 
 
 def check_groups(observation_dims: dict[str, int], *groups: str) -> None:
@@ -29,6 +51,12 @@ class PolicyAlgorithm(L.LightningModule):
         self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
         self.test_result: dict | None = None
         self.recorded_observations: dict[str, torch.Tensor] | None = None
+
+    def _init_policy(self) -> None:
+        """Build ``self.policy`` from the saved hyperparameters; HORA teachers log under ``hora_<algo>``."""
+        self.policy = actor_critic_from(self.hparams)
+        if self.hparams.get("privileged_group"):
+            self.algo_name = f"hora_{self.algo_name}"
 
     def _log_progress(self, logs: dict[str, float]) -> None:
         bar = {

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from unilab.algos.base import PolicyAlgorithm, check_groups
+from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups
 from unilab.data.rollout import ManifestRequest, RolloutBatch
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
@@ -79,21 +79,7 @@ def load_teacher(path: Path, observation_dims: dict[str, int], num_actions: int)
         )
     if not hparams.get("privileged_group"):
         raise ValueError(f"teacher {path} has no privileged encoder; train it with --profile hora")
-    teacher = ActorCritic(
-        observation_dims[hparams.get("actor_group", "policy")],
-        observation_dims[hparams.get("critic_group", "critic")],
-        num_actions,
-        hparams.get("actor_hidden_dims", (512, 256, 128)),
-        hparams.get("critic_hidden_dims", (512, 256, 128)),
-        hparams.get("activation", "elu"),
-        hparams.get("init_std", 1.0),
-        hparams.get("actor_group", "policy"),
-        hparams.get("critic_group", "critic"),
-        hparams["privileged_group"],
-        observation_dims[hparams["privileged_group"]],
-        hparams.get("latent_dim", 9),
-        hparams.get("encoder_hidden_dims", (256, 128)),
-    )
+    teacher = actor_critic_from(hparams)
     prefix = "policy."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     teacher.load_state_dict(state)

@@ -105,22 +105,7 @@ class PPO(PolicyAlgorithm):
             raise ValueError("model.num_learning_epochs and model.num_mini_batches must be >= 1")
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
-        self.policy = ActorCritic(
-            observation_dims[actor_group],
-            observation_dims[critic_group],
-            num_actions,
-            actor_hidden_dims,
-            critic_hidden_dims,
-            activation,
-            init_std,
-            actor_group,
-            critic_group,
-            privileged_group,
-            observation_dims.get(privileged_group, 0),
-            latent_dim,
-            encoder_hidden_dims,
-        )
-        self.algo_name = f"hora_{self.algo_name}" if privileged_group else self.algo_name
+        self._init_policy()
         self.optimizer_factory = optimizer
 
     def configure_optimizers(self):

@@ -29,7 +29,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, IterableDataset
 
-from unilab.data.rollout import EnvDataModule, EnvFactory
+from unilab.data.rollout import EnvDataModule, EnvFactory, require_positive
 from unilab.models.actor_critic import ActorCritic
 
 log = logging.getLogger(__name__)
@@ -419,13 +419,7 @@ class AsyncRolloutDataModule(EnvDataModule):
             test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
             eval_seed: Seed of the evaluation manifests.
         """
-        for name, value in {
-            "num_envs": num_envs,
-            "horizon": horizon,
-            "iterations_per_epoch": iterations_per_epoch,
-        }.items():
-            if value < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
         if ring_size < 2:
             raise ValueError(f"data.ring_size must be >= 2, got {ring_size}")
         # One env here for the linked sizes and the cache check; the collector builds the full batch.

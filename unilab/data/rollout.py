@@ -192,6 +192,13 @@ class RolloutDataset(IterableDataset):
         return self.iterations
 
 
+def require_positive(**sizes: int) -> None:
+    """Fail fast on a data-module size below 1, naming the config key."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"data.{name} must be >= 1, got {value}")
+
+
 class EnvDataModule(L.LightningDataModule):
     """What every rollout data module shares: the env factory, the sizes it links, the evaluation manifests."""
 
@@ -249,13 +256,7 @@ class RolloutDataModule(EnvDataModule):
             test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
             eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
         """
-        for name, value in {
-            "num_envs": num_envs,
-            "horizon": horizon,
-            "iterations_per_epoch": iterations_per_epoch,
-        }.items():
-            if value < 1:
-                raise ValueError(f"data.{name} must be >= 1, got {value}")
+        require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
         super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs)
         self.horizon = horizon
         self.iterations_per_epoch = iterations_per_epoch
