@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import multiprocessing
@@ -10,11 +11,14 @@ import signal
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from tests.helpers.async_faults import FailingAllegro, write_numbered_rollouts
+from unilab.algos.appo import APPO
+from unilab.algos.losses import gaussian_kl
 from unilab.algos.vtrace import vtrace
 from unilab.caches import CacheSource
 from unilab.cli import main
@@ -224,3 +228,59 @@ def test_appo_fit_logs_lag_drops_and_reuse_then_evaluates(tmp_path, monkeypatch,
     main(["eval", "--algo", "appo", "--task", "allegro_inhand", "--sim", "mujoco", "--load-run", "-1",
           f"--data.env.cache.cache_dir={cache_dir}", "--data.test_episodes=4"])  # fmt: skip
     assert (run / "eval.json").exists()
+
+
+# Learner step -------------------------------------------------------------------------------------
+def tiny_appo(**overrides) -> APPO:
+    torch.manual_seed(0)
+    options = dict(actor_hidden_dims=[16], critic_hidden_dims=[16], num_learning_epochs=1, num_mini_batches=1)
+    module = APPO({"policy": 7, "critic": 9}, 3, **(options | overrides))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    module.trainer = trainer
+    return module
+
+
+def random_batch(steps: int = 5, envs: int = 6) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    randn = functools.partial(torch.randn, generator=generator)
+    terminated = torch.rand(steps, envs, generator=generator) < 0.15
+    return {
+        "obs/policy": randn(steps, envs, 7),
+        "obs/critic": randn(steps, envs, 9),
+        "actions": randn(steps, envs, 3),
+        "log_prob": randn(steps, envs) - 4.0,
+        "rewards": randn(steps, envs),
+        "terminated": terminated,
+        "dones": terminated | (torch.rand(steps, envs, generator=generator) < 0.15),
+        "truncated_critic_obs": randn(steps, envs, 9),
+        "last_critic_obs": randn(envs, 9),
+    }
+
+
+def test_single_update_folds_the_target_pass_without_changing_the_step():
+    # One pass in one minibatch: the forward pass with gradients doubles as the target pass. The step
+    # must equal the one taken with a separate no-grad target pass (same targets, nothing leaking
+    # gradients through the V-trace targets).
+    folded, separate = tiny_appo(schedule="fixed"), tiny_appo(schedule="fixed")
+    data = random_batch()
+    folded._single_update(data, folded.configure_optimizers())
+    separate._minibatch_updates(data, separate.configure_optimizers())
+    for (name, a), b in zip(folded.policy.named_parameters(), separate.policy.parameters(), strict=True):
+        assert not torch.equal(a, tiny_appo().policy.get_parameter(name)), name  # the step moved it
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_single_update_drives_the_adaptive_lr_by_the_kl_of_its_own_step():
+    module = tiny_appo(desired_kl=10.0)  # any real step is far below the target -> lr x 1.1
+    data = random_batch()
+    obs = module._flat_obs(data)
+    before = copy.deepcopy(module.policy).distribution(obs)
+    optimizer = module.configure_optimizers()
+    lr = optimizer.param_groups[0]["lr"]
+    stats = module._single_update(data, optimizer)
+    after = module.policy.distribution(obs)
+    expected = gaussian_kl(before.mean, before.stddev, after.mean, after.stddev)
+    assert stats["policy/kl"] > 0
+    torch.testing.assert_close(torch.tensor(stats["policy/kl"]), expected.detach())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.1 * lr)

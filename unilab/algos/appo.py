@@ -7,7 +7,6 @@ of the K most recent ones, and publishes the new weights with a version counter.
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections import deque
@@ -26,6 +25,7 @@ class APPO(PolicyAlgorithm):
     """Asynchronous proximal policy optimisation with an asymmetric actor-critic."""
 
     algo_name = "appo"
+    kl_sample_size = 1024  # states on which a single-update step measures its KL for the adaptive lr
 
     def __init__(
         self,
@@ -74,7 +74,8 @@ class APPO(PolicyAlgorithm):
             value_loss_coef: Weight of the value loss.
             entropy_coef: Weight of the entropy bonus.
             num_learning_epochs: Passes over each step's data (the new rollout plus its replays).
-            num_mini_batches: Minibatches per pass.
+            num_mini_batches: Minibatches per pass. One pass in one minibatch folds the target pass into
+                the gradient pass (a third less learner work) and adapts the lr by the KL of the step.
             replay_pool_size: The K most recent rollouts kept for replay (the new one included).
             replays_per_step: Older rollouts from the pool trained on with each new one (counted as reuse).
             max_grad_norm: Gradient-norm clip.
@@ -100,7 +101,6 @@ class APPO(PolicyAlgorithm):
         self.save_hyperparameters(ignore=["optimizer"])
         self.automatic_optimization = False
         self._init_policy()
-        self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.optimizer_factory = optimizer
         self.register_buffer("rollouts_reused", torch.zeros((), dtype=torch.int64))
         self.pool: deque[Rollout] = deque(maxlen=replay_pool_size)
@@ -158,46 +158,11 @@ class APPO(PolicyAlgorithm):
         self.rollouts_reused += len(replays)
         used = [rollout, *replays]
         lags = [self.version - r.version for r in used]
-
-        # Targets: V-trace under the target policy (the weights published last, one update old)
-        self.target_policy.load_state_dict(self.policy.state_dict())
-        data = self._concat([self._targets(r) for r in used])
-        advantages = data["advantages"]
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        batch_size = advantages.shape[0]
-        minibatch = batch_size // hp.num_mini_batches
-        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
-        updates = 0
-
-        # Policy update
-        for _ in range(hp.num_learning_epochs):
-            permutation = torch.randperm(batch_size, device=advantages.device)
-            for start in range(0, batch_size, minibatch):
-                idx = permutation[start : start + minibatch]
-                obs = {name: data[f"obs/{name}"][idx] for name in self.policy.input_groups}
-                log_prob, entropy, values, dist = self.policy.evaluate(obs, data["actions"][idx])
-                with torch.no_grad():
-                    kl = float(gaussian_kl(data["target_mean"][idx], data["target_std"], dist.mean, dist.stddev))
-                if hp.schedule == "adaptive":
-                    lr = adaptive_learning_rate(
-                        optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds, 1.1, 1.2, 1 / 1.2
-                    )
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
-                anchor = torch.maximum(data["log_prob"][idx], data["target_log_prob"][idx])
-                surrogate = clipped_surrogate_loss(log_prob, anchor, advantages[idx], hp.clip_param)
-                value_loss = clipped_value_loss(values, data["values"][idx], data["returns"][idx], hp.clip_param)
-                loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
-                optimizer.zero_grad()
-                self.manual_backward(loss)
-                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-                optimizer.step()
-                stats["loss/surrogate"] += surrogate.item()
-                stats["loss/value"] += value_loss.item()
-                stats["loss/entropy"] += entropy.mean().item()
-                stats["policy/kl"] += kl
-                updates += 1
+        data = self._join(used)
+        if hp.num_learning_epochs == 1 and hp.num_mini_batches == 1:
+            stats = self._single_update(data, optimizer)
+        else:
+            stats = self._minibatch_updates(data, optimizer)
         self.version = self.datamodule.collector.publish(self.policy)
 
         # Logging
@@ -207,8 +172,7 @@ class APPO(PolicyAlgorithm):
         self.env_steps += rollout.env_steps
         self.iteration += 1
         counters = self.datamodule.collector.ring.counters()
-        logs = {key: value / updates for key, value in stats.items()}
-        logs |= rollout.metrics
+        logs = stats | rollout.metrics
         logs |= {
             "policy/learning_rate": optimizer.param_groups[0]["lr"],
             "policy/action_std": self.policy.log_std.exp().mean().item(),
@@ -226,45 +190,129 @@ class APPO(PolicyAlgorithm):
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
         self._log_progress(logs)
 
-    @torch.no_grad()
-    def _targets(self, rollout: Rollout) -> dict[str, torch.Tensor]:
-        """Flattened training data of one rollout with V-trace targets under the target policy."""
+    def _single_update(self, data: dict[str, torch.Tensor], optimizer) -> dict[str, float]:
+        """One gradient step on all the data; its forward pass also gives the V-trace targets.
+
+        Before the step the policy *is* the target policy, so the one forward pass with gradients
+        serves both (a third less work than a separate target pass). The adaptive lr reads the KL
+        between the policy before and after the step, measured on a random subset of the states.
+        """
         hp = self.hparams
-        to = lambda x: x.to(self.device)  # noqa: E731
-        obs = {name: to(rollout.tensors[f"obs/{name}"]) for name in self.policy.input_groups}
-        actions = to(rollout.actions)
-        dist = self.target_policy.distribution(obs)
-        target_log_prob = dist.log_prob(actions).sum(-1)
-        critic = {hp.critic_group: obs[hp.critic_group]}
-        values = self.target_policy.value(critic)
-        terminated, dones = to(rollout.terminated), to(rollout.dones)
-        next_values = torch.empty_like(values)
-        next_values[:-1] = values[1:]
-        next_values[-1] = self.target_policy.value({hp.critic_group: to(rollout.last_critic_obs)})
-        truncated = dones & ~terminated
-        if truncated.any():
-            final = {hp.critic_group: to(rollout.truncated_critic_obs)[truncated]}
-            next_values[truncated] = self.target_policy.value(final)
-        log_prob = to(rollout.log_prob)
-        returns, advantages = vtrace(
-            to(rollout.rewards), values, next_values, terminated, dones, target_log_prob - log_prob,
-            hp.gamma, hp.vtrace_lambda,
-        )  # fmt: skip
-        flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        obs = self._flat_obs(data)
+        actions = data["actions"].reshape(-1, data["actions"].shape[-1])
+        log_prob, entropy, values, dist = self.policy.evaluate(obs, actions)
+        shape = data["rewards"].shape
+        with torch.no_grad():
+            returns, advantages = self._vtrace(data, log_prob.detach().view(shape), values.detach().view(shape))
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
+        anchor = torch.maximum(data["log_prob"].flatten(), log_prob.detach())
+        surrogate = clipped_surrogate_loss(log_prob, anchor, advantages.flatten(), hp.clip_param)
+        value_loss = clipped_value_loss(values, values.detach(), returns.flatten(), hp.clip_param)
+        loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        with torch.no_grad():
+            subset = torch.randperm(actions.shape[0], device=actions.device)[: self.kl_sample_size]
+            new_mean = self.policy.action_mean({name: value[subset] for name, value in obs.items()})
+            kl = float(gaussian_kl(dist.mean[subset], dist.stddev[0], new_mean, self.policy.log_std.exp()))
+        self._adapt_learning_rate(optimizer, kl)
         return {
-            **{f"obs/{name}": flat(value) for name, value in obs.items()},
-            "actions": flat(actions),
-            "log_prob": flat(log_prob),
-            "target_log_prob": flat(target_log_prob),
-            "target_mean": flat(dist.mean),
-            "target_std": dist.stddev[0, 0],
-            "values": flat(values),
-            "returns": flat(returns),
-            "advantages": flat(advantages),
+            "loss/surrogate": surrogate.item(),
+            "loss/value": value_loss.item(),
+            "loss/entropy": entropy.mean().item(),
+            "policy/kl": kl,
         }
 
-    @staticmethod
-    def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0] if key != "target_std"}
-        joined["target_std"] = parts[0]["target_std"]
+    def _minibatch_updates(self, data: dict[str, torch.Tensor], optimizer) -> dict[str, float]:
+        """``num_learning_epochs`` passes of ``num_mini_batches`` steps against targets computed first.
+
+        The adaptive lr reads, before each step, the KL between the target policy and the current one.
+        """
+        hp = self.hparams
+        obs = self._flat_obs(data)
+        actions = data["actions"].reshape(-1, data["actions"].shape[-1])
+        shape = data["rewards"].shape
+        with torch.no_grad():  # the target policy: the weights before this learner step
+            dist = self.policy.distribution(obs)
+            target_log_prob = dist.log_prob(actions).sum(-1)
+            target_values = self.policy.value(obs)
+            returns, advantages = self._vtrace(data, target_log_prob.view(shape), target_values.view(shape))
+            advantages = advantages.flatten()
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            anchor = torch.maximum(data["log_prob"].flatten(), target_log_prob)
+            target_mean, target_std = dist.mean, dist.stddev[0]
+        returns = returns.flatten()
+        batch_size = advantages.shape[0]
+        minibatch = batch_size // hp.num_mini_batches
+        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
+        for _ in range(hp.num_learning_epochs):
+            permutation = torch.randperm(batch_size, device=advantages.device)
+            for start in range(0, batch_size, minibatch):
+                idx = permutation[start : start + minibatch]
+                log_prob, entropy, values, dist = self.policy.evaluate(
+                    {name: value[idx] for name, value in obs.items()}, actions[idx]
+                )
+                with torch.no_grad():
+                    kl = float(gaussian_kl(target_mean[idx], target_std, dist.mean, dist.stddev))
+                self._adapt_learning_rate(optimizer, kl)
+                # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
+                surrogate = clipped_surrogate_loss(log_prob, anchor[idx], advantages[idx], hp.clip_param)
+                value_loss = clipped_value_loss(values, target_values[idx], returns[idx], hp.clip_param)
+                loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+                optimizer.step()
+                stats["loss/surrogate"] += surrogate.item()
+                stats["loss/value"] += value_loss.item()
+                stats["loss/entropy"] += entropy.mean().item()
+                stats["policy/kl"] += kl
+        updates = hp.num_learning_epochs * hp.num_mini_batches
+        return {key: value / updates for key, value in stats.items()}
+
+    def _adapt_learning_rate(self, optimizer, kl: float) -> None:
+        hp = self.hparams
+        if hp.schedule != "adaptive":
+            return
+        lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds, 1.1, 1.2, 1 / 1.2)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def _join(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
+        """The rollouts side by side as one (T, k * N, ...) batch on the learner's device."""
+        keys = [f"obs/{name}" for name in self.policy.input_groups]
+        keys += ["actions", "log_prob", "rewards", "terminated", "dones", "truncated_critic_obs"]
+        joined = {key: torch.cat([r.tensors[key] for r in rollouts], dim=1).to(self.device) for key in keys}
+        joined["last_critic_obs"] = torch.cat([r.last_critic_obs for r in rollouts]).to(self.device)
         return joined
+
+    def _flat_obs(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: data[f"obs/{name}"].flatten(0, 1) for name in self.policy.input_groups}
+
+    @torch.no_grad()
+    def _vtrace(
+        self, data: dict[str, torch.Tensor], target_log_prob: torch.Tensor, values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V-trace returns and advantages, (T, k * N), bootstrapped with the current critic."""
+        hp, critic = self.hparams, self.hparams.critic_group
+        terminated, dones = data["terminated"], data["dones"]
+        next_values = torch.empty_like(values)
+        next_values[:-1] = values[1:]
+        next_values[-1] = self.policy.value({critic: data["last_critic_obs"]})
+        truncated = dones & ~terminated
+        if truncated.any():
+            next_values[truncated] = self.policy.value({critic: data["truncated_critic_obs"][truncated]})
+        return vtrace(
+            data["rewards"], values, next_values, terminated, dones, target_log_prob - data["log_prob"],
+            hp.gamma, hp.vtrace_lambda,
+        )  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Checkpoints written before the target pass was folded into the policy carry a target copy.
+        state = checkpoint.get("state_dict", {})
+        for key in [key for key in state if key.startswith("target_policy.")]:
+            del state[key]
