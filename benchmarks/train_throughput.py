@@ -105,6 +105,9 @@ def measure(
     if "collect_seconds_median" in result:
         collect, update = result["collect_seconds_median"], result["update_seconds_median"]
         result["collect_fraction"] = round(collect / (collect + update), 3)
+        # What an asynchronous learner gains over this algorithm if its collector steps as fast as this
+        # collect phase and the update it hides costs the collector nothing (both share the same cores).
+        result["async_speedup_ceiling"] = round((collect + update) / collect, 3)
     return result
 
 
