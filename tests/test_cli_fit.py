@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,14 @@ def tiny_overrides(cache_dir: Path) -> list[str]:
 def test_train_then_eval_prints_metrics_writes_eval_json_and_onnx(tmp_path, monkeypatch, cache_dir, capsys):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])
-    main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=4", "--data.env.episode_length=40"])
     (run,) = run_dirs(tmp_path)
+    saved = {path.name: path.stat().st_mtime_ns for path in (run / "checkpoints").iterdir()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=4", "--data.env.episode_length=40"])
+    assert not [w for w in caught if "dirpath" in str(w.message)]  # eval does not restore checkpoint callbacks
+    assert {path.name: path.stat().st_mtime_ns for path in (run / "checkpoints").iterdir()} == saved
+    assert not (tmp_path / "checkpoints").exists()
     report = json.loads((run / "eval.json").read_text())
     assert report["overall"]["episodes"] == 4 and 0.0 < report["overall"]["TTF"] <= 1.0
     assert (run / "policy.onnx").exists() and report["onnx"]["max_abs_diff"] < 1e-4

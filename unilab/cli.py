@@ -51,7 +51,11 @@ class UnilabCLI(LightningCLI):
             kwargs["logger"] = resumed_logger(ckpt_path) or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        if trainer_config.get("enable_checkpointing") is not False and not any(
+        if self.subcommand in ("validate", "test", "predict"):
+            # Nothing is trained, so nothing is saved (and no checkpoint callback looks for its old folder).
+            kwargs["enable_checkpointing"] = False
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        elif trainer_config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
             callbacks += default_checkpoints()
