@@ -19,6 +19,7 @@ from unilab.algos.base import PolicyAlgorithm, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.vtrace import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
+from unilab.data.rollout import mean_metrics
 
 
 class APPO(PolicyAlgorithm):
@@ -209,22 +210,13 @@ class APPO(PolicyAlgorithm):
         anchor = torch.maximum(data["log_prob"].flatten(), log_prob.detach())
         surrogate = clipped_surrogate_loss(log_prob, anchor, advantages.flatten(), hp.clip_param)
         value_loss = clipped_value_loss(values, values.detach(), returns.flatten(), hp.clip_param)
-        loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-        optimizer.step()
+        stats = self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean())
         with torch.no_grad():
             subset = torch.randperm(actions.shape[0], device=actions.device)[: self.kl_sample_size]
             new_mean = self.policy.action_mean({name: value[subset] for name, value in obs.items()})
             kl = float(gaussian_kl(dist.mean[subset], dist.stddev[0], new_mean, self.policy.log_std.exp()))
         self._adapt_learning_rate(optimizer, kl)
-        return {
-            "loss/surrogate": surrogate.item(),
-            "loss/value": value_loss.item(),
-            "loss/entropy": entropy.mean().item(),
-            "policy/kl": kl,
-        }
+        return stats | {"policy/kl": kl}
 
     def _minibatch_updates(self, data: dict[str, torch.Tensor], optimizer) -> dict[str, float]:
         """``num_learning_epochs`` passes of ``num_mini_batches`` steps against targets computed first.
@@ -247,7 +239,7 @@ class APPO(PolicyAlgorithm):
         returns = returns.flatten()
         batch_size = advantages.shape[0]
         minibatch = batch_size // hp.num_mini_batches
-        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
+        steps: list[dict[str, float]] = []
         for _ in range(hp.num_learning_epochs):
             permutation = torch.randperm(batch_size, device=advantages.device)
             for start in range(0, batch_size, minibatch):
@@ -261,17 +253,9 @@ class APPO(PolicyAlgorithm):
                 # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
                 surrogate = clipped_surrogate_loss(log_prob, anchor[idx], advantages[idx], hp.clip_param)
                 value_loss = clipped_value_loss(values, target_values[idx], returns[idx], hp.clip_param)
-                loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
-                optimizer.zero_grad()
-                self.manual_backward(loss)
-                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-                optimizer.step()
-                stats["loss/surrogate"] += surrogate.item()
-                stats["loss/value"] += value_loss.item()
-                stats["loss/entropy"] += entropy.mean().item()
-                stats["policy/kl"] += kl
-        updates = hp.num_learning_epochs * hp.num_mini_batches
-        return {key: value / updates for key, value in stats.items()}
+                steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
+                steps[-1]["policy/kl"] = kl
+        return mean_metrics(steps)
 
     def _adapt_learning_rate(self, optimizer, kl: float) -> None:
         hp = self.hparams

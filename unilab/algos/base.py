@@ -69,6 +69,27 @@ class PolicyAlgorithm(L.LightningModule):
             bar["rot"] = logs["episode/rotation_speed"]
         self.log_dict(bar, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=1)
 
+    def _actor_critic_step(self, optimizer, surrogate, value_loss, entropy) -> dict[str, float]:
+        """One clipped optimiser step on surrogate + c_v value - c_e entropy; returns the terms for logging."""
+        hp = self.hparams
+        loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self._average_gradients_over_ranks()
+        self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        return {"loss/surrogate": surrogate.item(), "loss/value": value_loss.item(), "loss/entropy": entropy.item()}
+
+    def _average_gradients_over_ranks(self) -> None:
+        """Mean of the gradients over DDP ranks (a no-op on one process)."""
+        world = self.trainer.world_size
+        if world == 1:
+            return
+        for parameter in self.policy.parameters():
+            if parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= world
+
     # Evaluation ----------------------------------------------------------------------------------
     def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic action of the deployed policy."""

@@ -15,7 +15,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from unilab.algos.base import PolicyAlgorithm, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
-from unilab.data.rollout import RolloutBatch
+from unilab.data.rollout import RolloutBatch, mean_metrics
 from unilab.models.actor_critic import ActorCritic
 
 
@@ -128,8 +128,7 @@ class PPO(PolicyAlgorithm):
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         batch_size = len(batch)
         minibatch = batch_size // hp.num_mini_batches
-        stats = {"loss/surrogate": 0.0, "loss/value": 0.0, "loss/entropy": 0.0, "policy/kl": 0.0}
-        updates = 0
+        steps: list[dict[str, float]] = []
 
         # Policy update: epochs x minibatches. Under DDP, gradients and KL are averaged over ranks
         # explicitly (one all-reduce per minibatch), so every rank takes the same step.
@@ -150,24 +149,15 @@ class PPO(PolicyAlgorithm):
                             group["lr"] = lr
                     surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
                     value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
-                    loss = surrogate + hp.value_loss_coef * value_loss - hp.entropy_coef * entropy.mean()
-                    optimizer.zero_grad()
-                    self.manual_backward(loss)
-                    self._average_gradients_over_ranks()
-                    self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
-                    optimizer.step()
-                    stats["loss/surrogate"] += surrogate.item()
-                    stats["loss/value"] += value_loss.item()
-                    stats["loss/entropy"] += entropy.mean().item()
-                    stats["policy/kl"] += kl
-                    updates += 1
+                    steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
+                    steps[-1]["policy/kl"] = kl
 
         # Logging
         update_seconds = time.perf_counter() - started
         world = self.trainer.world_size
         self.env_steps += batch.env_steps * world
         self.iteration += 1
-        logs = {key: value / updates for key, value in stats.items()}
+        logs = mean_metrics(steps)
         logs |= batch.metrics
         logs["policy/learning_rate"] = optimizer.param_groups[0]["lr"]
         logs["policy/action_std"] = self.policy.log_std.exp().mean().item()
@@ -187,12 +177,3 @@ class PPO(PolicyAlgorithm):
         if self.trainer.world_size > 1:
             value = self.trainer.strategy.reduce(value.detach().clone(), reduce_op="mean")
         return float(value)
-
-    def _average_gradients_over_ranks(self) -> None:
-        world = self.trainer.world_size
-        if world == 1:
-            return
-        for parameter in self.policy.parameters():
-            if parameter.grad is not None:
-                torch.distributed.all_reduce(parameter.grad)
-                parameter.grad /= world

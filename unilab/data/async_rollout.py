@@ -29,7 +29,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, IterableDataset
 
-from unilab.data.rollout import EnvDataModule, EnvFactory, require_positive
+from unilab.data.rollout import EnvDataModule, EnvFactory, mean_metrics, require_positive
 from unilab.models.actor_critic import ActorCritic
 
 log = logging.getLogger(__name__)
@@ -363,12 +363,6 @@ class AsyncCollector:
         for channel in (self.errors, self.metrics):
             channel.cancel_join_thread()
             channel.close()
-
-
-def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per-key mean over the metric dicts of several rollouts."""
-    keys = {key for row in rows for key in row}
-    return {key: sum(row[key] for row in rows if key in row) / sum(key in row for row in rows) for key in keys}
 
 
 class AsyncRolloutDataset(IterableDataset):

@@ -289,3 +289,9 @@ class RolloutDataModule(EnvDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch)
         return DataLoader(dataset, batch_size=None, num_workers=0)
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean over the metric dicts of several rollouts."""
+    keys = {key for row in rows for key in row}
+    return {key: sum(row[key] for row in rows if key in row) / sum(key in row for row in rows) for key in keys}
