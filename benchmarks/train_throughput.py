@@ -7,7 +7,12 @@ one run are measured one after the other with the same num_envs and threads:
 
     python benchmarks/train_throughput.py --algo ppo,appo --num-envs 512 --iterations 40
 
-Any further ``--model.x value`` style arguments are passed to every algorithm's config.
+Timings on a small shared CPU drift by a few percent between runs, so ``--repeats N`` measures the
+algorithms N times, interleaved (ppo, appo, ppo, appo, ...), and reports each round's ratio and the
+median ratio next to the per-round results.
+
+Any further ``--model.x=value`` style arguments are passed to every algorithm's config; prefix one
+with an algorithm's name to pass it to that algorithm only (``appo:--model.num_mini_batches=1``).
 """
 
 from __future__ import annotations
@@ -111,6 +116,18 @@ def measure(
     return result
 
 
+def overrides_for(algo: str, overrides: list[str]) -> list[str]:
+    """The config arguments meant for ``algo``: unprefixed ones and those prefixed ``<algo>:``."""
+    chosen = []
+    for argument in overrides:
+        target, colon, rest = argument.partition(":")
+        if not colon or not target.isidentifier():
+            chosen.append(argument)
+        elif target == algo:
+            chosen.append(rest)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", default="ppo", help="one algorithm or a comma-separated list (e.g. ppo,appo)")
@@ -120,18 +137,28 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=default_num_threads())
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds of all algorithms")
     args, overrides = parser.parse_known_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = [
-        measure(algo, args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads, overrides)
-        for algo in args.algo.split(",")
-    ]
+    algos = args.algo.split(",")
+    setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads)
+    rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
     summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads}
-    summary["results"] = results
-    if len(results) == 2:
-        summary[f"{results[1]['algo']}_over_{results[0]['algo']}"] = round(
-            results[1]["env_steps_per_second"] / results[0]["env_steps_per_second"], 3
-        )
+    summary["results"] = rounds[0] if args.repeats == 1 else [run for results in rounds for run in results]
+    if args.repeats > 1:
+        summary["env_steps_per_second_median"] = {
+            algo: round(statistics.median(results[i]["env_steps_per_second"] for results in rounds), 1)
+            for i, algo in enumerate(algos)
+        }
+    if len(algos) == 2:
+        key = f"{algos[1]}_over_{algos[0]}"
+        rate = "env_steps_per_second"
+        ratios = [round(results[1][rate] / results[0][rate], 3) for results in rounds]
+        summary[key] = ratios[0] if args.repeats == 1 else round(statistics.median(ratios), 3)
+        if args.repeats > 1:
+            summary[f"{key}_per_round"] = ratios
     print(json.dumps(summary))
 
 
