@@ -146,19 +146,16 @@ def main() -> None:
     setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads)
     rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
     summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads}
-    summary["results"] = rounds[0] if args.repeats == 1 else [run for results in rounds for run in results]
-    if args.repeats > 1:
-        summary["env_steps_per_second_median"] = {
-            algo: round(statistics.median(results[i]["env_steps_per_second"] for results in rounds), 1)
-            for i, algo in enumerate(algos)
-        }
+    summary["results"] = [run for results in rounds for run in results]
+    rate = "env_steps_per_second"
+    summary[f"{rate}_median"] = {
+        algo: round(statistics.median(results[i][rate] for results in rounds), 1) for i, algo in enumerate(algos)
+    }
     if len(algos) == 2:
         key = f"{algos[1]}_over_{algos[0]}"
-        rate = "env_steps_per_second"
         ratios = [round(results[1][rate] / results[0][rate], 3) for results in rounds]
-        summary[key] = ratios[0] if args.repeats == 1 else round(statistics.median(ratios), 3)
-        if args.repeats > 1:
-            summary[f"{key}_per_round"] = ratios
+        summary[key] = round(statistics.median(ratios), 3)
+        summary[f"{key}_per_round"] = ratios
     print(json.dumps(summary))
 
 

@@ -292,6 +292,6 @@ class RolloutDataModule(EnvDataModule):
 
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per-key mean over the metric dicts of several rollouts."""
+    """Per-key mean over several metric dicts (rollouts, optimiser steps); a key counts where present."""
     keys = {key for row in rows for key in row}
     return {key: sum(row[key] for row in rows if key in row) / sum(key in row for row in rows) for key in keys}
