@@ -24,7 +24,7 @@ HANDS = {"allegro": (ALLEGRO, ALLEGRO_BALL, PhysicsOptions()), "sharpa": (SHARPA
 
 def backends(hand_name: str, num_envs: int = 2):
     hand, obj, physics = HANDS[hand_name]
-    spec = build_scene(hand, obj, physics, visuals=False)
+    spec = build_scene(hand, obj, physics, visuals=False, movable_object_com=True)
     model = spec.compile()
     built = {
         sim: make_backend(sim, [model], num_envs, physics.substeps, num_threads=2, specs=[spec])
@@ -150,3 +150,20 @@ def test_gravity_mass_and_object_force_overrides_act_per_env():
     assert velocity[0, 2] < -0.3 and abs(velocity[1, 2]) < 1e-4  # gravity off in env 1
     # F = m a over the whole control step (0.1 N on the 50 g ball for 50 ms -> 0.1 m/s), as MuJoCo holds it
     assert velocity[1, 0] == pytest.approx(0.1, rel=0.02) and velocity[2, 0] == pytest.approx(0.05, rel=0.02)
+
+
+def test_com_offset_moves_a_spinning_ball_alike_in_both_simulators():
+    built, hand, model = backends("allegro")
+    drift = {}
+    for sim, backend in built.items():
+        backend.set_object_com(np.array([1]), np.array([[0.01, 0.0, 0.0]]))
+        qpos = object_away(np.tile(backend.qpos[0], (2, 1)), hand)
+        qvel = np.zeros((2, model.nv))
+        qvel[:, hand.num_joints + 5] = 20.0  # spin about z
+        backend.reset(np.arange(2), qpos, qvel)
+        for _ in range(2):
+            backend.step(np.tile(qpos[0, : hand.num_joints], (2, 1)))
+        drift[sim] = backend.qpos[:, hand.num_joints : hand.num_joints + 2] - 5.0
+    for sim in built:
+        assert np.abs(drift[sim][0]).max() < 1e-6 and np.linalg.norm(drift[sim][1]) > 5e-3
+    np.testing.assert_allclose(drift["motrix"], drift["mujoco"], atol=2e-4)

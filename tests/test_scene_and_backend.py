@@ -15,6 +15,12 @@ def model():
     return build_scene(ALLEGRO, BALL, PhysicsOptions()).compile()
 
 
+@pytest.fixture(scope="module")
+def dr_model():
+    """The scene as a task with COM randomisation builds it."""
+    return build_scene(ALLEGRO, BALL, PhysicsOptions(), movable_object_com=True).compile()
+
+
 def test_scene_has_hand_ball_gains_and_tip_sensors(model):
     layout = SceneLayout.from_model(model, ALLEGRO)
     assert model.nu == 16 and model.nq == 16 + 7
@@ -84,7 +90,8 @@ def test_subset_reset_leaves_other_envs(model):
     np.testing.assert_allclose(backend.qpos[2], qpos[0] + 0.01)
 
 
-def test_domain_randomisation_setters_change_only_their_env(model):
+def test_domain_randomisation_setters_change_only_their_env(dr_model):
+    model = dr_model
     backend = make_backend("mujoco", [model], num_envs=2, substeps=1, num_threads=2)
     body = model.body("object").id
     backend.set_object_mass(np.array([1]), np.array([0.1]))
@@ -108,6 +115,34 @@ def test_domain_randomisation_setters_change_only_their_env(model):
     for _ in range(20):
         backend.step(np.tile(ALLEGRO.home_array(), (2, 1)))
     assert backend.qpos[1, 16] > 0.3 + 1e-3 and backend.qpos[0, 16] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_mass_and_com_randomisation_reach_the_dynamics(dr_model):
+    model = dr_model
+    backend = make_backend("mujoco", [model], num_envs=2, substeps=5, num_threads=2)
+    body = model.body("object").id
+    backend.set_object_mass(np.array([1]), np.array([0.2]))
+    backend.set_object_com(np.array([1]), np.array([[0.01, 0.0, 0.0]]))
+    changed = backend.model_for_env(1)
+    # Constants MuJoCo derives from the masses follow them (a stale subtree mass made heavy objects blow up).
+    assert changed.body_subtreemass[body] == pytest.approx(0.2)
+    assert changed.body_subtreemass[0] == pytest.approx(model.body_subtreemass[0] + 0.15)
+    # A spinning free ball whose centre of mass is off its frame origin moves that origin around the COM.
+    qpos, qvel = home_state(backend, 2)
+    qpos[:, 16:19] = [0.3, 0.3, 0.3]  # away from the hand
+    qvel[:, 21] = 20.0  # spin about z
+    backend.reset(np.arange(2), qpos, qvel)
+    for _ in range(4):
+        backend.step(np.tile(ALLEGRO.home_array(), (2, 1)))
+    sideways = backend.qpos[:, 16:18] - 0.3
+    np.testing.assert_allclose(sideways[0], 0.0, atol=1e-9)
+    assert np.linalg.norm(sideways[1]) > 5e-3
+
+
+def test_com_randomisation_of_a_simple_object_body_says_how_to_build_the_scene(model):
+    backend = make_backend("mujoco", [model], num_envs=1, substeps=1, num_threads=2)
+    with pytest.raises(RuntimeError, match="movable_object_com=True"):
+        backend.set_object_com(np.array([0]), np.array([[0.01, 0.0, 0.0]]))
 
 
 def test_unknown_simulator_lists_choices(model):

@@ -173,11 +173,29 @@ class MujocoBackend:
             ratio = mass[row] / self._nominal_mass[env]
             models[env].body_mass[body] = mass[row]
             models[env].body_inertia[body] = self._nominal_inertia[env] * ratio
+        self._refresh_constants(env_ids)
 
     def set_object_com(self, env_ids: np.ndarray, offset: np.ndarray) -> None:
+        if self.scale_models[0].body_simple[self._object_body]:
+            raise RuntimeError(
+                "the object was compiled as a MuJoCo 'simple' body, whose centre of mass cannot move: "
+                "build the scene with build_scene(..., movable_object_com=True) to randomise it"
+            )
         models = self.env_models()
         for row, env in enumerate(env_ids):
             models[env].body_ipos[self._object_body] = self._nominal_com[env] + offset[row]
+        self._refresh_constants(env_ids)
+
+    def _refresh_constants(self, env_ids: np.ndarray) -> None:
+        """Recompute what MuJoCo derives from masses and inertias at compile time (``mj_setConst``).
+
+        A stale ``body_subtreemass`` misplaces the subtree centre of mass that the dynamics are
+        expressed about: with the implicitfast integrator a Sharpa cylinder made 4x heavier blew
+        up in 5 % of its control steps. About 50 us per env, paid at reset only.
+        """
+        models, data = self.env_models(), self._datas[0]
+        for env in env_ids:
+            mujoco.mj_setConst(models[env], data)
 
     def set_gravity(self, env_ids: np.ndarray, gravity: np.ndarray) -> None:
         models = self.env_models()

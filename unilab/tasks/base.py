@@ -88,7 +88,11 @@ class InHandRotationEnv:
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
 
-        self.specs = [build_scene(self.hand, obj, physics, scale, visuals=False) for scale in self.object_scales]
+        movable_com = domain_randomization.object_com
+        self.specs = [
+            build_scene(self.hand, obj, physics, scale, visuals=False, movable_object_com=movable_com)
+            for scale in self.object_scales
+        ]
         self.models = [spec.compile() for spec in self.specs]
         self.layout = SceneLayout.from_model(self.models[0], self.hand)
         object_force = domain_randomization.object_force
