@@ -78,6 +78,25 @@ def test_dropped_ball_terminates_and_auto_reset_keeps_final_obs(make_env):
     assert env.episode_step[1] == 0
 
 
+def test_a_ball_that_leaves_along_randomised_gravity_is_dropped(make_env):
+    from unilab.tasks.randomization import DomainRandomization
+
+    env = make_env(num_envs=4, domain_randomization=DomainRandomization(gravity_direction=True))
+    env.reset(seed=0)
+    env.episode_step.zero_()
+    gravity = torch.tensor([[0.0, 0.0, -9.81], [0.0, 0.0, 9.81], [9.81, 0.0, 0.0], [0.0, 0.0, -9.81]])
+    env.randomizer.gravity[:] = gravity
+    env.backend.set_gravity(np.arange(4), gravity.double().numpy())
+    moves = np.array([[0.0, 0.0, 0.2], [0.0, 0.0, 0.2], [0.2, 0.0, 0.0], [0.0, 0.0, -0.2]])  # out of the hand
+    qpos = env.backend.qpos.copy()
+    qpos[:, 16:19] += moves
+    env.backend.reset(np.arange(4), qpos, np.zeros((4, env.backend.nv)))
+    step = env.step(torch.zeros(4, 16))
+    # env 0 went against gravity (it would fall back); 1 up with gravity up, 2 along +x with gravity +x
+    assert step.terminated.tolist() == [False, True, True, True]
+    assert env.nan_resets == 0
+
+
 def test_time_out_is_truncation_not_termination(make_env):
     env = make_env(num_envs=2, episode_length=5)
     env.reset(seed=0)

@@ -2,7 +2,8 @@
 
 The ball's nominal position is the fingertip centroid of the home pose (x, y) at the height where
 the home grasp holds it. An episode terminates when the ball centre falls 1.5 cm below its
-height at reset (grasp collection demands it stays above nominal - 1.5 cm for the whole hold).
+height at reset (grasp collection demands it stays above nominal - 1.5 cm for the whole hold);
+with gravity-direction randomisation "below" means along that env's gravity.
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ class AllegroInhandRotation(InHandRotationEnv):
             min_object_z=BALL.pos[2] - DROP_DISTANCE,
         )
 
-    @property
-    def termination_height(self) -> torch.Tensor:
-        """(N,) height below which the ball counts as dropped: 1.5 cm under its reset height."""
-        return self.reset_object_pos[:, 2] - DROP_DISTANCE
-
     def dropped(self) -> torch.Tensor:
-        return self.object_pos[:, 2] < self.termination_height
+        """The ball centre moved more than 1.5 cm from its reset position along gravity.
+
+        With gravity straight down this is "1.5 cm below the reset height"; with a randomised
+        direction a ball falling sideways or upwards out of the hand ends the episode as well.
+        """
+        down = self.randomizer.gravity / self.randomizer.gravity.norm(dim=1, keepdim=True)
+        fallen = ((self.object_pos - self.reset_object_pos) * down).sum(dim=1)
+        return fallen > DROP_DISTANCE
