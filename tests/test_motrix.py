@@ -13,7 +13,7 @@ from unilab.hands import ALLEGRO, SHARPA
 from unilab.hands.sharpa import map_reference_pose
 from unilab.sim import make_backend
 from unilab.sim.motrix import MotrixError, import_motrixsim
-from unilab.sim.scene import ObjectSpec, PhysicsOptions, build_scene
+from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene
 from unilab.tasks.allegro import AllegroInhandRotation
 from unilab.tasks.sharpa import CYLINDER, PHYSICS, SharpaInhandRotation
 
@@ -175,3 +175,21 @@ def test_com_offset_moves_a_spinning_ball_alike_in_both_simulators():
     for sim in built:
         assert np.abs(drift[sim][0]).max() < 1e-6 and np.linalg.norm(drift[sim][1]) > 5e-3
     np.testing.assert_allclose(drift["motrix"], drift["mujoco"], atol=2e-4)
+
+
+@pytest.mark.parametrize("hand_name", ["allegro", "sharpa"])
+def test_fingertip_sensors_after_a_reset_agree(hand_name):
+    built, hand, model = backends(hand_name)
+    tips = SceneLayout.from_model(model, hand).tip_pos
+    home = home_pose(hand, model)
+    readings = {}
+    for sim, backend in built.items():
+        start = np.tile(backend.qpos[0], (2, 1))
+        start[:, : hand.num_joints] = home
+        backend.reset(np.arange(2), start, np.zeros((2, model.nv)))
+        backend.step(np.tile(home, (2, 1)))
+        start[1, : hand.num_joints] += 0.1  # a new pose for env 1 only
+        backend.reset(np.array([1]), start[1:], np.zeros((1, model.nv)))
+        readings[sim] = backend.sensordata[:, tips].copy()
+    np.testing.assert_allclose(readings["motrix"][1], readings["mujoco"][1], atol=1e-5)
+    assert np.abs(readings["mujoco"][1] - readings["mujoco"][0]).max() > 1e-3

@@ -90,6 +90,21 @@ def test_subset_reset_leaves_other_envs(model):
     np.testing.assert_allclose(backend.qpos[2], qpos[0] + 0.01)
 
 
+def test_reset_refreshes_fingertip_sensors(model):
+    backend = MujocoBackend([model], num_envs=2, substeps=2, num_threads=2)
+    qpos, qvel = home_state(backend, 2)
+    backend.reset(np.arange(2), qpos, qvel)
+    backend.step(np.tile(ALLEGRO.home_array(), (2, 1)))
+    qpos[1, :16] += 0.2  # a different hand pose: the fingertips move
+    backend.reset(np.array([1]), qpos[1:], qvel[1:])
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos[1]
+    mujoco.mj_forward(model, data)
+    tips = SceneLayout.from_model(model, ALLEGRO).tip_pos
+    np.testing.assert_allclose(backend.sensordata[1, tips], data.sensordata[tips], atol=1e-12)
+    assert np.abs(backend.sensordata[0, tips] - data.sensordata[tips]).max() > 1e-3  # env 0 kept its own
+
+
 def test_domain_randomisation_setters_change_only_their_env(dr_model):
     model = dr_model
     backend = make_backend("mujoco", [model], num_envs=2, substeps=1, num_threads=2)
