@@ -163,3 +163,12 @@ def test_per_scale_cache_names_and_missing_scale_message(tmp_path):
         env.reset(seed=0)
     message = str(error.value)
     assert "0.8 (sharpa_grasp_0.8.npy)" in message and "1.2" in message and "sharpa_collect_grasps.sh" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("mass_range", (0.0, 0.25)), ("friction_range", (1.25, 0.75)), ("force_probability", 1.5), ("com_range", -0.01)],
+)
+def test_randomisation_ranges_are_checked_with_their_config_name(field, value):
+    with pytest.raises(ValueError, match=f"domain_randomization.{field}"):
+        DomainRandomization(**{field: value})

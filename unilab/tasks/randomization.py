@@ -40,6 +40,21 @@ class DomainRandomization:
     force_decay_time: float = 0.08
     """The force decays by 0.9 ** (ctrl_dt / force_decay_time) per step."""
 
+    def __post_init__(self) -> None:
+        prefix = "domain_randomization."
+        for name in ("friction_range", "mass_range"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{prefix}{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+        if self.com_range < 0 or self.force_scale < 0:
+            raise ValueError(
+                f"{prefix}com_range and force_scale must be >= 0, got {self.com_range} and {self.force_scale}"
+            )
+        if not 0 <= self.force_probability <= 1:
+            raise ValueError(f"{prefix}force_probability must be in [0, 1], got {self.force_probability}")
+        if self.force_decay_time <= 0:
+            raise ValueError(f"{prefix}force_decay_time must be > 0 (seconds), got {self.force_decay_time}")
+
     def needed_capabilities(self) -> dict[str, bool]:
         return {
             "gravity": self.gravity_direction,
