@@ -21,7 +21,7 @@ import numpy as np
 
 from unilab.sim.base import Capabilities, contiguous_assignment
 from unilab.sim.mujoco import default_num_threads
-from unilab.sim.scene import OBJECT_BODY, OBJECT_GEOM
+from unilab.sim.scene import OBJECT_BODY
 
 log = logging.getLogger(__name__)
 MAX_SPEED = 1e3  # |qvel| beyond this counts as a physics breakdown (MotrixSim does not reset by itself)
@@ -30,12 +30,11 @@ _thread_pool_size: int | None = None
 
 @dataclass(frozen=True)
 class SensorPlan:
-    """One scene's sources of MuJoCo's sensordata: (adr, site) positions, and pad-object contacts."""
+    """One scene's sources of MuJoCo's sensordata: (adr, site) positions, and pad-object contact sensors."""
 
     sites: list[tuple[int, object]]
     contact_adr: np.ndarray
-    contact_links: list[int]
-    contact_pairs: np.ndarray
+    contact_sensors: list[str]
 
 
 class MotrixError(RuntimeError):
@@ -183,20 +182,20 @@ class MotrixBackend:
 
     def _sensor_plan(self, model: mujoco.MjModel, scene) -> SensorPlan:
         """How the MuJoCo sensors of the scene are rebuilt from ``scene``'s state."""
-        sites, contact_adr, contact_links, contact_pairs = [], [], [], []
+        sites, contact_adr, contact_sensors = [], [], []
         for sensor_id in range(model.nsensor):
             sensor = model.sensor(sensor_id)
             adr, kind = int(sensor.adr[0]), sensor.type[0]
             if kind == mujoco.mjtSensor.mjSENS_FRAMEPOS:
                 sites.append((adr, scene.get_site(model.site(int(sensor.objid[0])).name)))
             elif kind == mujoco.mjtSensor.mjSENS_CONTACT and int(sensor.dim[0]) == 4:  # [found, net force xyz]
-                geom = model.geom(int(sensor.objid[0]))
+                # MotrixSim evaluates the MJCF contact sensor itself: the pad-object pair only, unlike
+                # the pad link's net contact force, which also counts a finger or palm touching it.
                 contact_adr.append(adr)
-                contact_links.append(scene.get_link_index(model.body(int(geom.bodyid[0])).name))
-                contact_pairs.append([scene.get_geom_index(geom.name), scene.get_geom_index(OBJECT_GEOM)])
+                contact_sensors.append(sensor.name)
             else:
                 raise MotrixError(f"sensor {sensor.name!r} (type {kind}) has no MotrixSim equivalent")
-        return SensorPlan(sites, np.array(contact_adr), contact_links, np.array(contact_pairs, dtype=np.uint32))
+        return SensorPlan(sites, np.array(contact_adr, dtype=np.int64), contact_sensors)
 
     # State -------------------------------------------------------------------------------------------
     @property
@@ -268,12 +267,10 @@ class MotrixBackend:
             self._qvel[group] = data.dof_vel[:, self._vel_map]
             for adr, site in plan.sites:
                 self._sensordata[group, adr : adr + 3] = site.get_position(data)
-            if len(plan.contact_adr):
-                found = scene.get_contact_query(data).is_colliding(plan.contact_pairs).reshape(len(group), -1)
-                forces = scene.get_link_net_contact_forces(data, plan.contact_links)[..., :3]
-                self._sensordata[group[:, None], plan.contact_adr] = found
-                for offset in range(3):
-                    self._sensordata[group[:, None], plan.contact_adr + 1 + offset] = found * forces[..., offset]
+            if plan.contact_sensors:
+                values = np.asarray(scene.get_sensor_values(plan.contact_sensors, data))
+                columns = plan.contact_adr[:, None] + np.arange(4)
+                self._sensordata[group[:, None, None], columns] = values.reshape(len(group), -1, 4)
         finite = np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1)
         self._diverged = ~finite | (np.abs(self._qvel) > MAX_SPEED).any(axis=1)
 
