@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from unilab.tasks import TASKS, get_task
+from unilab.tasks.randomization import DomainRandomization
 
 
 def test_registry_is_strict():
@@ -79,8 +80,6 @@ def test_dropped_ball_terminates_and_auto_reset_keeps_final_obs(make_env):
 
 
 def test_a_ball_that_leaves_along_randomised_gravity_is_dropped(make_env):
-    from unilab.tasks.randomization import DomainRandomization
-
     env = make_env(num_envs=4, domain_randomization=DomainRandomization(gravity_direction=True))
     env.reset(seed=0)
     env.episode_step.zero_()
