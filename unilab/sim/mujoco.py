@@ -79,6 +79,7 @@ class MujocoBackend:
         self._xfrc_start = self.nu + 6 * self._object_body
         self._expected_time = np.zeros(num_envs)
         self._diverged = np.zeros(num_envs, dtype=bool)
+        self._stale_constants = np.zeros(num_envs, dtype=bool)  # envs whose mass or COM changed since mj_setConst
         data = mujoco.MjData(first)
         mujoco.mj_forward(first, data)
         mujoco.mj_getState(first, data, self._state[0], STATE_SPEC)
@@ -135,6 +136,8 @@ class MujocoBackend:
             self._sensor_trajectory[env, -1] = data.sensordata
 
     def step(self, ctrl: np.ndarray, object_force: np.ndarray | None = None) -> None:
+        if self._stale_constants.any():
+            self._refresh_constants()
         np.add(self._state[:, 0], self.substeps * self.timestep, out=self._expected_time)
         np.copyto(self._control[:, :, : self.nu], ctrl[:, None, :])
         if object_force is not None:
@@ -188,7 +191,7 @@ class MujocoBackend:
             ratio = mass[row] / self._nominal_mass[env]
             models[env].body_mass[body] = mass[row]
             models[env].body_inertia[body] = self._nominal_inertia[env] * ratio
-        self._refresh_constants(env_ids)
+        self._stale_constants[env_ids] = True
 
     def set_object_com(self, env_ids: np.ndarray, offset: np.ndarray) -> None:
         if self.scale_models[0].body_simple[self._object_body]:
@@ -199,18 +202,20 @@ class MujocoBackend:
         models = self.env_models()
         for row, env in enumerate(env_ids):
             models[env].body_ipos[self._object_body] = self._nominal_com[env] + offset[row]
-        self._refresh_constants(env_ids)
+        self._stale_constants[env_ids] = True
 
-    def _refresh_constants(self, env_ids: np.ndarray) -> None:
+    def _refresh_constants(self) -> None:
         """Recompute what MuJoCo derives from masses and inertias at compile time (``mj_setConst``).
 
         A stale ``body_subtreemass`` misplaces the subtree centre of mass that the dynamics are
         expressed about: with the implicitfast integrator a Sharpa cylinder made 4x heavier blew
-        up in 5 % of its control steps. About 50 us per env, paid at reset only.
+        up in 5 % of its control steps. Run once per changed env (mass and COM setters together),
+        before the next step or model read: about 50 us per env, paid at reset only.
         """
         models, data = self.env_models(), self._datas[0]
-        for env in env_ids:
+        for env in np.flatnonzero(self._stale_constants):
             mujoco.mj_setConst(models[env], data)
+        self._stale_constants[:] = False
 
     def set_gravity(self, env_ids: np.ndarray, gravity: np.ndarray) -> None:
         models = self.env_models()
@@ -219,4 +224,6 @@ class MujocoBackend:
 
     def model_for_env(self, env: int) -> mujoco.MjModel:
         """The model env ``env`` is simulated with (its private copy once DR is in use)."""
+        if self._stale_constants[env]:
+            self._refresh_constants()
         return self._env_models[env] if self._env_models is not None else self.scale_models[self.env_scale[env]]

@@ -15,7 +15,7 @@ from unilab.hands.allegro import ALLEGRO
 from unilab.sim.scene import ObjectSpec, PhysicsOptions
 from unilab.tasks.base import InHandRotationEnv
 from unilab.tasks.grasp import GraspCriteria
-from unilab.tasks.randomization import DomainRandomization
+from unilab.tasks.randomization import GRAVITY, DomainRandomization
 from unilab.tasks.registry import register_task
 
 BALL = ObjectSpec(
@@ -100,6 +100,6 @@ class AllegroInhandRotation(InHandRotationEnv):
         With gravity straight down this is "1.5 cm below the reset height"; with a randomised
         direction a ball falling sideways or upwards out of the hand ends the episode as well.
         """
-        down = self.randomizer.gravity / self.randomizer.gravity.norm(dim=1, keepdim=True)
+        down = self.randomizer.gravity / GRAVITY  # |g| is 9.81 in every direction drawn
         fallen = ((self.object_pos - self.reset_object_pos) * down).sum(dim=1)
         return fallen > DROP_DISTANCE
