@@ -11,6 +11,12 @@ Timings on a small shared CPU drift by a few percent between runs, so ``--repeat
 algorithms N times, interleaved (ppo, appo, ppo, appo, ...), and reports each round's ratio and the
 median ratio next to the per-round results.
 
+Each run also reports the CPU it spent (core-seconds per 1000 trained env steps, over this process
+and the APPO collector process) and the share of the cores it kept busy. With two algorithms,
+``<second>_over_<first>_at_full_cpu`` is the ratio the second would reach if it kept every core busy
+at its measured CPU cost per env step: once an asynchronous run is near full utilisation, only less
+CPU per env step (cheaper physics or learner) can make it faster.
+
 Any further ``--model.x=value`` style arguments are passed to every algorithm's config; prefix one
 with an algorithm's name to pass it to that algorithm only (``appo:--model.num_mini_batches=1``).
 """
@@ -27,6 +33,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from unilab.data.async_rollout import AsyncRolloutDataModule
 from unilab.sim.mujoco import default_num_threads
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -43,8 +50,18 @@ PERF_KEYS = (
 )
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) another process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class PerfRecorder(L.Callback):
-    """Wall-clock time and trained env steps at the end of each learner step, plus the perf metrics."""
+    """Wall-clock time, CPU time and trained env steps at the end of each learner step, plus the perf metrics.
+
+    CPU time is this process's (learner, and for PPO also the physics threads) plus the collector
+    process's when there is one, so it counts every core-second the fit spent.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
@@ -53,11 +70,22 @@ class PerfRecorder(L.Callback):
         metrics = trainer.callback_metrics
         row = {k: float(v) for k, v in metrics.items() if k in PERF_KEYS}
         row["time"], row["env_steps"] = time.perf_counter(), float(module.env_steps)
+        row["cpu"] = row["learner_cpu"] = time.process_time()
+        if isinstance(trainer.datamodule, AsyncRolloutDataModule):
+            row["cpu"] += process_cpu_seconds(trainer.datamodule.collector.process.pid)
         self.rows.append(row)
 
 
 def measure(
-    algo: str, task: str, sim: str, num_envs: int, iterations: int, warmup: int, threads: int, overrides: list[str]
+    algo: str,
+    task: str,
+    sim: str,
+    num_envs: int,
+    iterations: int,
+    warmup: int,
+    threads: int,
+    cores: int,
+    overrides: list[str],
 ) -> dict:
     from unilab.cli import UnilabCLI
 
@@ -88,12 +116,19 @@ def measure(
     cli.trainer.fit(cli.model, cli.datamodule)
     first, last = recorder.rows[warmup - 1], recorder.rows[-1]
     rows = recorder.rows[warmup:]
+    env_steps, wall, cpu, learner_cpu = (last[key] - first[key] for key in ("env_steps", "time", "cpu", "learner_cpu"))
     result = {
         "algo": algo,
         "learner_steps_timed": len(rows),
-        "env_steps_trained": int(last["env_steps"] - first["env_steps"]),
-        "env_steps_per_second": round((last["env_steps"] - first["env_steps"]) / (last["time"] - first["time"]), 1),
+        "env_steps_trained": int(env_steps),
+        "env_steps_per_second": round(env_steps / wall, 1),
+        # Core-seconds per 1000 trained env steps and the share of the cores kept busy: an algorithm
+        # that keeps every core busy can only get faster by needing less CPU per env step.
+        "cpu_seconds_per_1k_env_steps": round(1000 * cpu / env_steps, 4),
+        "cpu_utilisation": round(cpu / (wall * cores), 3),
     }
+    if cpu > learner_cpu:  # a collector process: split its share from the learner's
+        result["collector_cpu_seconds_per_1k_env_steps"] = round(1000 * (cpu - learner_cpu) / env_steps, 4)
     for key in PERF_KEYS:
         values = [row[key] for row in rows if key in row]
         if not values:
@@ -143,9 +178,10 @@ def main() -> None:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     algos = args.algo.split(",")
-    setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads)
+    cores = default_num_threads()
+    setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads, cores)
     rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
-    summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads}
+    summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads, "cores": cores}
     summary["results"] = [run for results in rounds for run in results]
     rate = "env_steps_per_second"
     summary[f"{rate}_median"] = {
@@ -156,6 +192,13 @@ def main() -> None:
         ratios = [round(results[1][rate] / results[0][rate], 3) for results in rounds]
         summary[key] = round(statistics.median(ratios), 3)
         summary[f"{key}_per_round"] = ratios
+        # The ratio the second algorithm would reach with every core busy at its measured CPU cost per
+        # env step (first algorithm's wall time per env step / second's core-seconds per env step / cores).
+        bounds = [
+            round(1000 * cores / (results[0][rate] * results[1]["cpu_seconds_per_1k_env_steps"]), 3)
+            for results in rounds
+        ]
+        summary[f"{key}_at_full_cpu"] = round(statistics.median(bounds), 3)
     print(json.dumps(summary))
 
 
