@@ -1,5 +1,8 @@
 """Grasp collection speed: accepted grasps per second and the acceptance rate (JSON).
 
+Also the env-steps/s of the collection loop against the raw physics ceiling measured in the same
+run: the rate of the backend's step calls alone (``ratio`` = share of the time spent in physics).
+
 Examples: ``python benchmarks/grasp_rate.py --grasps 300`` (Allegro) and
 ``python benchmarks/grasp_rate.py --task sharpa_inhand_grasp --scale 1.0 --grasps 30``.
 """
@@ -46,6 +49,9 @@ def main() -> None:
                 "acceptance_rate": round(stats.acceptance_rate, 4),
                 "grasps_per_second": round(stats.grasps_per_second, 2),
                 "seconds": round(stats.seconds, 2),
+                "env_steps_per_second": round(stats.physics_env_steps / stats.seconds, 1),
+                "raw_physics_ceiling_steps_per_second": round(stats.physics_env_steps / stats.physics_seconds, 1),
+                "ratio": round(stats.physics_seconds / stats.seconds, 4),
             }
         )
     )

@@ -107,6 +107,8 @@ def test_offline_resolution_falls_back_to_generation(tmp_path, make_env):
     env.reset(seed=0)  # HF_HUB_OFFLINE=1: the download fails fast, then 6 grasps are collected
     assert len(env.grasps) == 6
     assert (tmp_path / "allegro_grasp_6.npy").exists() and (tmp_path / "allegro_grasp_6.npy.json").exists()
+    stats = env.last_collection_stats  # what benchmarks/grasp_rate.py reports against the physics ceiling
+    assert stats.physics_env_steps > 0 and 0 < stats.physics_seconds <= stats.seconds
 
 
 def test_generation_off_names_the_collect_command(tmp_path, env):

@@ -44,6 +44,10 @@ class CollectionStats:
     accepted: int = 0
     candidates: int = 0
     seconds: float = 0.0
+    physics_env_steps: int = 0
+    """Control steps simulated, summed over the envs."""
+    physics_seconds: float = 0.0
+    """Time spent inside the backend's step."""
 
     @property
     def acceptance_rate(self) -> float:
@@ -125,7 +129,10 @@ class GraspCollector:
         started = time.perf_counter()
         self._start_candidates(np.arange(self.backend.num_envs))
         while self.stats.accepted < target:
+            physics_started = time.perf_counter()
             self.backend.step(self.targets)
+            self.stats.physics_seconds += time.perf_counter() - physics_started
+            self.stats.physics_env_steps += self.backend.num_envs
             self.steps_held += 1
             failed = self._failed()
             done = ~failed & (self.steps_held >= self.criteria.hold_steps)
