@@ -11,6 +11,8 @@ Timings on a small shared CPU drift by a few percent between runs, so ``--repeat
 algorithms N times, interleaved (ppo, appo, ppo, appo, ...), and reports each round's ratio and the
 median ratio next to the per-round results.
 
+Before the runs, the raw physics ceiling of the same task, num_envs and threads is measured
+(``env_throughput.py``'s bare-backend steps/s) and each run reports its rate as a ratio to it.
 Each run also reports the CPU it spent (core-seconds per 1000 trained env steps, over this process
 and the APPO collector process) and the share of the cores it kept busy. With two algorithms,
 ``<second>_over_<first>_at_full_cpu`` is the ratio the second would reach if it kept every core busy
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from env_throughput import measure as measure_env_and_physics  # sibling script (benchmarks/ is on sys.path)
 
 from unilab.data.async_rollout import AsyncRolloutDataModule
 from unilab.sim.mujoco import default_num_threads
@@ -179,11 +182,18 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     algos = args.algo.split(",")
     cores = default_num_threads()
+    torch.set_num_threads(args.threads)
+    physics = measure_env_and_physics(args.task, args.sim, args.num_envs, 50, 3, args.threads, 0.3, None)
+    ceiling = physics["raw_physics_ceiling_steps_per_second"]
     setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads, cores)
     rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
     summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads, "cores": cores}
-    summary["results"] = [run for results in rounds for run in results]
+    summary["raw_physics_ceiling_steps_per_second"] = ceiling
     rate = "env_steps_per_second"
+    for results in rounds:
+        for run in results:
+            run["ratio_to_physics_ceiling"] = round(run[rate] / ceiling, 4)
+    summary["results"] = [run for results in rounds for run in results]
     summary[f"{rate}_median"] = {
         algo: round(statistics.median(results[i][rate] for results in rounds), 1) for i, algo in enumerate(algos)
     }
