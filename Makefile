@@ -27,7 +27,7 @@ test: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/env_throughput.py --num-envs 256
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/train_throughput.py --algo ppo,appo
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/grasp_rate.py
 
 lint: setup
