@@ -73,7 +73,7 @@ class PerfRecorder(L.Callback):
         metrics = trainer.callback_metrics
         row = {k: float(v) for k, v in metrics.items() if k in PERF_KEYS}
         row["time"], row["env_steps"] = time.perf_counter(), float(module.env_steps)
-        row["cpu"] = row["learner_cpu"] = time.process_time()
+        row["cpu"] = row["own_cpu"] = time.process_time()
         if isinstance(trainer.datamodule, AsyncRolloutDataModule):
             row["cpu"] += process_cpu_seconds(trainer.datamodule.collector.process.pid)
         self.rows.append(row)
@@ -87,7 +87,6 @@ def measure(
     iterations: int,
     warmup: int,
     threads: int,
-    cores: int,
     overrides: list[str],
 ) -> dict:
     from unilab.cli import UnilabCLI
@@ -119,7 +118,7 @@ def measure(
     cli.trainer.fit(cli.model, cli.datamodule)
     first, last = recorder.rows[warmup - 1], recorder.rows[-1]
     rows = recorder.rows[warmup:]
-    env_steps, wall, cpu, learner_cpu = (last[key] - first[key] for key in ("env_steps", "time", "cpu", "learner_cpu"))
+    env_steps, wall, cpu, own_cpu = (last[key] - first[key] for key in ("env_steps", "time", "cpu", "own_cpu"))
     result = {
         "algo": algo,
         "learner_steps_timed": len(rows),
@@ -128,10 +127,10 @@ def measure(
         # Core-seconds per 1000 trained env steps and the share of the cores kept busy: an algorithm
         # that keeps every core busy can only get faster by needing less CPU per env step.
         "cpu_seconds_per_1k_env_steps": round(1000 * cpu / env_steps, 4),
-        "cpu_utilisation": round(cpu / (wall * cores), 3),
+        "cpu_utilisation": round(cpu / (wall * default_num_threads()), 3),
     }
-    if cpu > learner_cpu:  # a collector process: split its share from the learner's
-        result["collector_cpu_seconds_per_1k_env_steps"] = round(1000 * (cpu - learner_cpu) / env_steps, 4)
+    if cpu > own_cpu:  # a collector process: split its share from the learner's
+        result["collector_cpu_seconds_per_1k_env_steps"] = round(1000 * (cpu - own_cpu) / env_steps, 4)
     for key in PERF_KEYS:
         values = [row[key] for row in rows if key in row]
         if not values:
@@ -185,7 +184,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     physics = measure_env_and_physics(args.task, args.sim, args.num_envs, 50, 3, args.threads, 0.3, None)
     ceiling = physics["raw_physics_ceiling_steps_per_second"]
-    setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads, cores)
+    setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads)
     rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
     summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads, "cores": cores}
     summary["raw_physics_ceiling_steps_per_second"] = ceiling
