@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from unilab.cli import main
+from unilab.user_errors import concise_user_errors
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "ppo" / "allegro_inhand" / "mujoco.yaml"
@@ -80,6 +81,36 @@ def test_bad_config_value_is_rejected(tmp_path, monkeypatch, cache_dir, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
         main(fit_args(cache_dir, "--data.horizon=eight"))
+
+
+def test_invalid_value_gives_unilabs_message_and_exit_code_2(tmp_path, monkeypatch, cache_dir, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(cache_dir, "--data.num_envs=0"))
+    assert exit_info.value.code == 2
+    assert "error: data.num_envs must be >= 1, got 0\n(raised at unilab/" in capsys.readouterr().err
+
+
+def test_errors_raised_outside_unilab_keep_their_traceback():
+    with pytest.raises(ValueError, match="invalid literal"), concise_user_errors():
+        int("eight")
+
+
+def test_missing_or_truncated_checkpoint_is_refused_before_a_run_folder_is_made(
+    tmp_path, monkeypatch, cache_dir, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    main(fit_args(cache_dir))
+    (run,) = run_dirs(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    for path, reason in ((tmp_path / "missing.ckpt", "does not exist"), (truncated, "cannot be read")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(fit_args(cache_dir, f"--ckpt_path={path}"))
+        assert exit_info.value.code == 2
+        assert f"error: checkpoint {path} {reason}" in capsys.readouterr().err
+    assert run_dirs(tmp_path) == [run]
 
 
 def test_collect_writes_a_cache(tmp_path, monkeypatch):

@@ -67,6 +67,18 @@ def test_load_run_minus_one_picks_the_newest(tmp_path, monkeypatch):
     assert route.args[3].endswith("last.ckpt") and "--trainer.logger=false" in route.args
 
 
+def test_load_run_minus_one_skips_runs_that_saved_no_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    saved = make_run(tmp_path, "20260101_120000_mujoco")
+    failed = tmp_path / "logs" / "ppo" / "AllegroInhandRotation" / "20260102_090000_mujoco"
+    failed.mkdir()
+    (failed / "config.yaml").write_text("{}")
+    assert find_run("ppo", "allegro_inhand", "mujoco", "-1").resolve() == saved
+    assert find_run("ppo", "allegro_inhand", "mujoco", failed.name).resolve() == failed
+    with pytest.raises(RouterError, match=r"with checkpoints .*\(1 without checkpoints\)"):
+        find_run("ppo", "allegro_inhand", "mujoco", "-2")
+
+
 def test_missing_run_and_checkpoint_are_clear(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RouterError, match="train one first"):

@@ -23,9 +23,12 @@ from unilab.callbacks import EvaluationReport, ProgressBar, RunMetadata
 from unilab.data.rollout import EnvFactory
 from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
+from unilab.user_errors import check_checkpoint, concise_user_errors
 
 log = logging.getLogger("unilab")
 LOG_ROOT = "logs"
+# ckpt_path values Lightning resolves itself ("last" is resolved here: the newest run's last.ckpt).
+LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
 TRAINER_DEFAULTS = {
     "log_every_n_steps": 1,
     "check_val_every_n_epoch": 5,
@@ -40,6 +43,19 @@ class UnilabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.observation_dims", "model.init_args.observation_dims", apply_on="instantiate")
         parser.link_arguments("data.num_actions", "model.init_args.num_actions", apply_on="instantiate")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then refuse a missing or unreadable checkpoint before any env is built or run folder made."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in ("last", *LIGHTNING_CKPT_KEYWORDS):
+            with concise_user_errors():
+                check_checkpoint(Path(ckpt_path))
+
+    def instantiate_classes(self) -> None:
+        with concise_user_errors():
+            super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})

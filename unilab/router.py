@@ -69,13 +69,21 @@ def task_class_name(task: str) -> str:
 
 
 def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG_ROOT) -> Path:
-    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name."""
+    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name.
+
+    ``-N`` counts only runs that saved a checkpoint: a fit that failed or was stopped before its first
+    epoch ended leaves a folder with nothing to evaluate or resume.
+    """
     parent = log_root / algo / task_class_name(task)
     runs = sorted(p for p in parent.glob(f"*_{sim}") if p.is_dir()) if parent.is_dir() else []
     if selector.lstrip("-").isdigit() and int(selector) < 0:
-        if len(runs) < -int(selector):
-            raise RouterError(f"no run of {algo}/{task}/{sim} under {parent}; train one first")
-        return runs[int(selector)]
+        saved = [run for run in runs if any((run / "checkpoints").glob("*.ckpt"))]
+        if len(saved) < -int(selector):
+            unsaved = f" ({len(runs) - len(saved)} without checkpoints)" if len(runs) > len(saved) else ""
+            raise RouterError(
+                f"no run of {algo}/{task}/{sim} with checkpoints under {parent}{unsaved}; train one first"
+            )
+        return saved[int(selector)]
     run = parent / selector
     if not run.is_dir():
         names = [p.name for p in runs] or ["none"]

@@ -1,0 +1,78 @@
+"""Bad input on the command line: a clear ``error: <what to do>`` instead of a wrapped traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from unilab.caches import CacheError
+from unilab.sim.motrix import MotrixError
+from unilab.sim.scene import SceneError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# What unilab raises for a bad config value, cache, model or checkpoint; the message says what to do.
+USER_ERRORS = (ValueError, CacheError, SceneError, MotrixError)
+
+
+class CheckpointError(ValueError):
+    """A ``ckpt_path`` that does not exist or is not a Lightning checkpoint."""
+
+
+def check_checkpoint(path: Path) -> None:
+    """Fail fast, naming the file, when ``path`` is missing or not a readable Lightning checkpoint."""
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; `python -m unilab train --algo <algo> --task <task> --resume` "
+            "continues the newest run, --ckpt_path=last does the same for fit"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # as LightningCLI reads it
+    except Exception as error:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}); the file is truncated or not a "
+            "checkpoint. Pick another one of the run (`--checkpoint best` or an epoch number N for epoch_N.ckpt)"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (it holds no state_dict)")
+
+
+@contextmanager
+def concise_user_errors() -> Iterator[None]:
+    """Turn an error unilab raised about the config into ``error: <message>`` (exit 2) without the traceback.
+
+    jsonargparse wraps errors raised while it builds the classes in its own, burying the message under
+    the whole resolved config. Anything else, or an error raised outside unilab's code, propagates.
+    """
+    try:
+        yield
+    except Exception as error:
+        cause = next((e for e in exception_chain(error) if isinstance(e, USER_ERRORS) and raise_site(e)), None)
+        if cause is None:
+            raise
+        message = cause.args[0] if cause.args else type(cause).__name__
+        print(f"error: {message}\n(raised at {raise_site(cause)})", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+def exception_chain(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what it was raised from or during, outermost first."""
+    while error is not None:
+        yield error
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+
+
+def raise_site(error: BaseException) -> str | None:
+    """``unilab/<module>.py:<line>`` where ``error`` was raised, or None when that was outside unilab."""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is None:
+        return None
+    file = Path(trace.tb_frame.f_code.co_filename).resolve()
+    if not file.is_relative_to(PACKAGE_DIR):
+        return None
+    return f"{file.relative_to(PACKAGE_DIR.parent)}:{trace.tb_lineno}"
