@@ -135,12 +135,14 @@ def test_train_then_eval_prints_metrics_writes_eval_json_and_onnx(tmp_path, monk
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])
     (run,) = run_dirs(tmp_path)
     saved = {path.name: path.stat().st_mtime_ns for path in (run / "checkpoints").iterdir()}
+    fit_config = (run / "config.yaml").read_text()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=4", "--data.env.episode_length=40"])
     assert not [w for w in caught if "dirpath" in str(w.message)]  # eval does not restore checkpoint callbacks
     assert {path.name: path.stat().st_mtime_ns for path in (run / "checkpoints").iterdir()} == saved
     assert not (tmp_path / "checkpoints").exists()
+    assert (run / "config.yaml").read_text() == fit_config and not (tmp_path / "config.yaml").exists()
     report = json.loads((run / "eval.json").read_text())
     assert report["overall"]["episodes"] == 4 and 0.0 < report["overall"]["TTF"] <= 1.0
     assert (run / "policy.onnx").exists() and report["onnx"]["max_abs_diff"] < 1e-4
@@ -158,6 +160,18 @@ def test_resume_continues_counters_in_the_same_run(tmp_path, monkeypatch, cache_
     (run,) = run_dirs(tmp_path)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert int(checkpoint["state_dict"]["iteration"]) == 4 and checkpoint["global_step"] == cli.trainer.global_step
+
+
+def test_validate_with_the_run_config_leaves_it_resumable(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    (run,) = run_dirs(tmp_path)
+    fit_config = (run / "config.yaml").read_text()
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["validate", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--data.val_episodes=2"])
+    assert (run / "config.yaml").read_text() == fit_config
+    cli = main(["train", *ROUTE, "--resume", "--trainer.max_epochs=2"])
+    assert int(cli.model.iteration) == 4
 
 
 def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path, monkeypatch, cache_dir):

@@ -69,8 +69,10 @@ class UnilabCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if self.subcommand in ("validate", "test", "predict"):
             # Nothing is trained, so nothing is saved (and no checkpoint callback looks for its old folder).
+            # Nor is the config: it would replace the run's fit config.yaml, which `train --resume` reads.
             kwargs["enable_checkpointing"] = False
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            self.save_config_callback = None
         elif trainer_config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
