@@ -162,6 +162,32 @@ def test_resume_continues_counters_in_the_same_run(tmp_path, monkeypatch, cache_
     assert int(checkpoint["state_dict"]["iteration"]) == 4 and checkpoint["global_step"] == cli.trainer.global_step
 
 
+def test_predict_records_the_test_manifest_step_by_step(tmp_path, monkeypatch, cache_dir, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    (run,) = run_dirs(tmp_path)
+    manifest = ["--data.test_episodes=3", "--data.env.episode_length=30"]
+    main(["eval", *ROUTE, "--load-run", "-1", *manifest])
+    ttf = json.loads((run / "eval.json").read_text())["overall"]["TTF"]
+    before = sorted(path.name for path in run.iterdir())
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cli = main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *manifest])
+    assert sorted(path.name for path in run.iterdir()) == sorted([*before, "predictions.npz"])  # nothing else
+    assert "predictions.npz written to" in capsys.readouterr().out
+    data = np.load(run / "predictions.npz")
+    steps, episodes = data["alive"].shape
+    assert episodes == 3 and steps <= 30 and list(data["joint_names"][:2]) == ["ffj0", "ffj1"]
+    assert data["state"].shape == (steps, 3, 16 + 7) and data["action"].shape == (steps, 3, 16)
+    assert data["reward"].shape == (steps, 3) and data["input_obs"].shape == (steps, 3, 105)
+    lengths = data["alive"].sum(axis=0)
+    assert (data["alive"] == (np.arange(steps)[:, None] < lengths)).all()  # each episode is one prefix
+    assert lengths.mean() / 30 == pytest.approx(ttf)  # the same seeded episodes as eval
+    np.testing.assert_allclose(np.linalg.norm(data["state"][..., -4:], axis=-1), 1.0, atol=1e-4)
+    with torch.no_grad():
+        replayed = cli.model.policy.action_mean({"policy": torch.from_numpy(data["input_obs"][0])})
+    np.testing.assert_allclose(replayed.numpy(), data["action"][0], atol=1e-6)
+
+
 def test_validate_with_the_run_config_leaves_it_resumable(tmp_path, monkeypatch, cache_dir):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from unilab.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,6 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_cache(path: Path, grasps: np.ndarray, meta: CacheMeta) -> Path:
     """Write ``grasps`` and its sidecar atomically (readers never see a half-written file)."""
     grasps = np.asarray(grasps, dtype=np.float32)
@@ -113,8 +101,8 @@ def save_cache(path: Path, grasps: np.ndarray, meta: CacheMeta) -> Path:
         with open(tmp, "wb") as handle:
             np.save(handle, grasps)
 
-    _atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(asdict(meta), indent=2)))
-    _atomic_write(path, write_array)
+    atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(asdict(meta), indent=2)))
+    atomic_write(path, write_array)
     return path
 
 
@@ -179,12 +167,12 @@ def download_cache(name: str, source: CacheSource) -> Path | None:
         return None
     try:
         downloaded_meta = Path(hf_hub_download(filename=f"caches/{name}.json", **kwargs))
-        _atomic_write(sidecar_path(target), lambda tmp: shutil.copyfile(downloaded_meta, tmp))
+        atomic_write(sidecar_path(target), lambda tmp: shutil.copyfile(downloaded_meta, tmp))
     except EntryNotFoundError:
         log.info("dataset %s has no sidecar for %s", source.hf_repo_id, name)
     except Exception as error:
         log.warning("sidecar of %s not downloaded: %s", name, error)
-    _atomic_write(target, lambda tmp: shutil.copyfile(downloaded, tmp))
+    atomic_write(target, lambda tmp: shutil.copyfile(downloaded, tmp))
     log.info("downloaded grasp cache %s from %s", target, source.hf_repo_id)
     return target
 

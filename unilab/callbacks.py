@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -20,17 +19,9 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 
 import unilab
+from unilab.files import atomic_write
 
 PACKAGES = ("torch", "lightning", "mujoco", "motrixsim", "mujoco-menagerie", "numpy", "jsonargparse")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def git_commit() -> str | None:
@@ -103,7 +94,8 @@ class RunMetadata(L.Callback):
         if directory is None:
             return
         self.path = directory / "run.json"
-        atomic_write_text(self.path, json.dumps(self._payload(trainer, module, finished), indent=2))
+        text = json.dumps(self._payload(trainer, module, finished), indent=2)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._write(trainer, pl_module, finished=False)
@@ -172,5 +164,29 @@ class EvaluationReport(L.Callback):
                 f"policy.onnx written to {onnx_path}; max |onnx - torch| = {max_diff:.3g} on {count} "
                 f"recorded observations ({verdict}, bar 1e-4)"
             )
-        atomic_write_text(directory / "eval.json", json.dumps(report, indent=2))
+        atomic_write(directory / "eval.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
         print(f"eval.json written to {directory / 'eval.json'}")
+
+
+class PredictionReport(L.Callback):
+    """After ``predict``: write the recorded episodes (``unilab.prediction``) to ``predictions.npz`` in the run."""
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.is_global_zero:
+            return
+        directory = run_directory(trainer)
+        if directory is None:
+            print("predictions not written: no run folder (pass --ckpt_path <run>/checkpoints/<name>.ckpt)")
+            return
+        path = directory / "predictions.npz"
+
+        def write_arrays(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **outputs)
+
+        atomic_write(path, write_arrays)
+        alive = outputs["alive"]
+        print(
+            f"predictions.npz written to {path}: {alive.shape[1]} episodes, {int(alive.sum())} policy steps, "
+            f"{int(outputs['dropped'].sum())} dropped"
+        )

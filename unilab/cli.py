@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from unilab.callbacks import EvaluationReport, ProgressBar, RunMetadata
+from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
 from unilab.data.rollout import EnvFactory
 from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
@@ -63,7 +63,9 @@ class UnilabCLI(LightningCLI):
         if ckpt_path == "last":  # the newest run of this algo/task/sim, continued in its own folder
             ckpt_path = str(newest_last_checkpoint(self.model, self.datamodule))
             self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
-        if trainer_config.get("logger") in (None, True):
+        if self.subcommand == "predict" and trainer_config.get("logger") is None:
+            kwargs["logger"] = False  # it has nothing to log; predictions.npz goes to the checkpoint's run folder
+        elif trainer_config.get("logger") in (None, True):
             kwargs["logger"] = resumed_logger(ckpt_path) or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
@@ -73,12 +75,14 @@ class UnilabCLI(LightningCLI):
             kwargs["enable_checkpointing"] = False
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
             self.save_config_callback = None
+            # Lightning would ask for the checkpoint callbacks back; leaving them out is the point.
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
         elif trainer_config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
             callbacks += default_checkpoints()
         seed = self._get(self.config, "seed_everything")
-        kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport()]
+        kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport(), PredictionReport()]
         if trainer_config.get("enable_progress_bar") is not False:
             kwargs["callbacks"].append(ProgressBar())
         return super().instantiate_trainer(**kwargs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from unilab.tasks.base import InHandRotationEnv
+from unilab.tasks.base import EnvStep, InHandRotationEnv
 
 ROTATE_CLIP = 0.5
 METRICS = ("RotR", "TTF", "ObjVel", "Torque", "Work", "rotation_speed", "drop_rate", "episodes")
@@ -53,8 +53,16 @@ def summarize(record: EpisodeRecord, episodes: torch.Tensor | None = None) -> di
 
 
 @torch.no_grad()
-def run_episodes(env: InHandRotationEnv, act: Callable[[dict], torch.Tensor], seed: int) -> EpisodeRecord:
-    """Run one deterministic episode per env with ``act(obs) -> actions`` from a seeded reset."""
+def run_episodes(
+    env: InHandRotationEnv,
+    act: Callable[[dict], torch.Tensor],
+    seed: int,
+    observe: Callable[[EnvStep], None] | None = None,
+) -> EpisodeRecord:
+    """Run one deterministic episode per env with ``act(obs) -> actions`` from a seeded reset.
+
+    ``observe``, if given, sees every ``EnvStep`` (all envs, also those whose episode has ended).
+    """
     steps, count = env.episode_length, env.num_envs
     obs = env.reset(seed=seed, spread_episodes=False)
     traces = {"omega_z": [], "linvel": [], "torque": [], "qvel": []}
@@ -63,6 +71,8 @@ def run_episodes(env: InHandRotationEnv, act: Callable[[dict], torch.Tensor], se
     dropped = torch.zeros(count, dtype=torch.bool)
     for t in range(steps):
         step = env.step(act(obs))
+        if observe is not None:
+            observe(step)
         alive[t] = running
         for name in traces:
             traces[name].append(step.kinematics[name].clone())

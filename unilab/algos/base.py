@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import lightning as L
+import numpy as np
 import torch
 
 from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
+from unilab.prediction import record_trajectories
 
 
 def actor_critic_from(hparams: Mapping) -> ActorCritic:
@@ -124,6 +126,16 @@ class PolicyAlgorithm(L.LightningModule):
         self.test_result = self._evaluate(request)
         overall = self.test_result["overall"]
         self.log_dict({f"test/{name}": float(value) for name, value in overall.items()}, batch_size=1)
+
+    def predict_step(self, request: ManifestRequest, batch_idx: int) -> dict[str, np.ndarray]:
+        """The manifest's episodes with every step kept (``unilab.prediction``); written to predictions.npz."""
+        env = self.trainer.datamodule.evaluation_env(request.episodes)
+
+        def act(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            obs = {name: value.to(self.device) for name, value in obs.items()}
+            return self.action_mean(obs), self.export_inputs(obs)
+
+        return record_trajectories(env, act, request.seed)
 
     def deterministic_actor(self) -> torch.nn.Module:
         """The deployed policy as one module: ``export_inputs`` (in order) -> action means."""

@@ -230,6 +230,9 @@ class EnvDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return DataLoader([ManifestRequest(self.test_episodes, self.eval_seed)], batch_size=None)
 
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()  # the test manifest, every step kept
+
 
 class RolloutDataModule(EnvDataModule):
     """Owns the vectorised env; the algorithm hands over its acting policy in ``on_fit_start``."""

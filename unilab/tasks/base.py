@@ -39,7 +39,8 @@ class EnvStep(NamedTuple):
     truncated: torch.Tensor
     final_obs: dict[str, torch.Tensor]
     kinematics: dict[str, torch.Tensor]
-    """Per-env quantities of this step before any reset: ``omega_z``, ``linvel``, ``torque``, ``qvel``."""
+    """Per-env quantities of this step before any reset: ``omega_z``, ``linvel``, ``torque``, ``qvel`` and
+    ``state`` (hand joints in actuator order, object xyz, object quat wxyz: a grasp-cache row)."""
 
 
 class InHandRotationEnv:
@@ -431,6 +432,7 @@ class InHandRotationEnv:
         obs = final_obs = self.observations()
         kinematics = {"omega_z": self.object_angvel[:, 2], "linvel": self.object_linvel, "torque": self.torque}
         kinematics["qvel"] = self.qvel.clone()
+        kinematics["state"] = torch.cat([self.qpos, self.object_pos, self.object_quat], dim=-1)
         done_ids = done.nonzero().flatten()
         if len(done_ids):
             # resets write in place: keep what the ended episodes saw
