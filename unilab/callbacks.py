@@ -110,18 +110,18 @@ def export_onnx(actor: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -
 
     actor = copy.deepcopy(actor).eval().cpu()
     inputs = {name: value.detach().float().cpu() for name, value in inputs.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(
-        actor,
-        tuple(value[:1] for value in inputs.values()),
-        str(tmp),
-        input_names=list(inputs),
-        output_names=["actions"],
-        dynamic_axes={name: {0: "batch"} for name in [*inputs, "actions"]},
-        dynamo=False,
+    atomic_write(
+        path,
+        lambda tmp: torch.onnx.export(
+            actor,
+            tuple(value[:1] for value in inputs.values()),
+            str(tmp),
+            input_names=list(inputs),
+            output_names=["actions"],
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, "actions"]},
+            dynamo=False,
+        ),
     )
-    os.replace(tmp, path)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_actions = session.run(None, {name: value.numpy() for name, value in inputs.items()})[0]
     with torch.no_grad():
