@@ -123,6 +123,14 @@ def test_collect_writes_a_cache(tmp_path, monkeypatch):
     assert grasps.shape == (4, 23) and (tmp_path / "mine.npy.json").exists()
 
 
+def test_collect_refuses_a_count_below_one_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = REPO / "configs" / "ppo" / "allegro_inhand_grasp" / "mujoco.yaml"
+    with pytest.raises(SystemExit):
+        main(["collect", "--config", str(config), "--count=0", f"--output={tmp_path / 'empty.npy'}"])
+    assert '"count"' in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
 ROUTE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]
 
 

@@ -12,8 +12,10 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -138,8 +140,8 @@ def default_checkpoints() -> list[ModelCheckpoint]:
 
 def collect(
     env: EnvFactory,
-    count: int = 50000,
-    num_envs: int = 256,
+    count: PositiveInt = 50000,
+    num_envs: PositiveInt = 256,
     output: str | None = None,
     seed: int = 0,
 ) -> Path:
@@ -155,7 +157,7 @@ def collect(
     from unilab.tasks.grasp import ProgressBar
 
     task = env(1)
-    task.rng = __import__("numpy").random.default_rng(seed)
+    task.rng = np.random.default_rng(seed)
     path = Path(output) if output else task.cache_source.directory() / task.cache_files(count)[0][1]
     with ProgressBar(count, f"{task.task_name}_grasp") as bar:
         task.write_grasp_cache(path, count, num_envs=num_envs, progress=bar.update)
@@ -172,7 +174,8 @@ def collect_main(args: list[str]) -> Path:
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_function_arguments(collect)
     config = parser.parse_args(args)
-    init = parser.instantiate(config)
+    with concise_user_errors():
+        init = parser.instantiate(config)
     return collect(**{k: v for k, v in vars(init).items() if k != "config"})
 
 
