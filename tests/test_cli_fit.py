@@ -187,6 +187,7 @@ def test_predict_records_the_test_manifest_step_by_step(tmp_path, monkeypatch, c
     assert episodes == 3 and steps <= 30 and list(data["joint_names"][:2]) == ["ffj0", "ffj1"]
     assert data["state"].shape == (steps, 3, 16 + 7) and data["action"].shape == (steps, 3, 16)
     assert data["reward"].shape == (steps, 3) and data["input_obs"].shape == (steps, 3, 105)
+    assert data["object_scale"].tolist() == [1.0, 1.0, 1.0]
     lengths = data["alive"].sum(axis=0)
     assert (data["alive"] == (np.arange(steps)[:, None] < lengths)).all()  # each episode is one prefix
     assert lengths.mean() / 30 == pytest.approx(ttf)  # the same seeded episodes as eval

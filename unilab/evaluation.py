@@ -90,10 +90,9 @@ def evaluate(env: InHandRotationEnv, act: Callable[[dict], torch.Tensor], seed: 
     """Overall metrics and one row per object scale."""
     record = run_episodes(env, act, seed)
     result = {"overall": summarize(record)}
-    env_scale = torch.as_tensor(getattr(env.backend, "env_scale", [0] * env.num_envs))
     if len(env.object_scales) > 1:
         result["per_scale"] = {
-            f"{scale:g}": summarize(record, env_scale == index) for index, scale in enumerate(env.object_scales)
+            f"{scale:g}": summarize(record, env.env_scale == index) for index, scale in enumerate(env.object_scales)
         }
     return result
 

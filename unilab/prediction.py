@@ -24,8 +24,8 @@ def record_trajectories(env: InHandRotationEnv, act: PolicyStep, seed: int) -> d
         ``state`` (T, E, J + 7): hand joints (actuator order), object xyz, object quat wxyz after each step;
         ``action`` (T, E, A): the policy's actions; ``input_<name>`` (T, E, ...): what the deployed policy
         read (the ONNX inputs); ``reward`` (T, E); ``alive`` (T, E): the step belongs to the episode (a slot
-        whose episode ended keeps stepping from a reset, marked False); ``dropped`` (E,); ``ctrl_dt``;
-        ``joint_names`` (J,).
+        whose episode ended keeps stepping from a reset, marked False); ``dropped`` (E,); ``object_scale``
+        (E,); ``ctrl_dt``; ``joint_names`` (J,).
     """
     traces: dict[str, list[torch.Tensor]] = {"action": [], "state": [], "reward": []}
 
@@ -45,6 +45,7 @@ def record_trajectories(env: InHandRotationEnv, act: PolicyStep, seed: int) -> d
     return arrays | {
         "alive": record.alive.numpy(),
         "dropped": record.dropped.numpy(),
+        "object_scale": np.asarray(env.object_scales)[env.env_scale.numpy()],
         "ctrl_dt": np.float64(env.ctrl_dt),
         "joint_names": np.array(env.hand.joint_names),
     }
