@@ -94,3 +94,11 @@ def test_resume_continues_the_newest_run(tmp_path, monkeypatch):
     route = route_train([*BASE, "--resume"])
     assert route.args[:2] == ["fit", "--config"] and route.args[2].endswith(f"{run.name}/config.yaml")
     assert route.args[3] == f"--ckpt_path={run.relative_to(tmp_path)}/checkpoints/last.ckpt"
+
+
+def test_help_lists_the_algorithms_tasks_and_configs(capsys):
+    with pytest.raises(SystemExit):
+        route_train(["--help"])
+    out = capsys.readouterr().out
+    assert "appo, hora_distill, ppo" in out and "sharpa_inhand" in out
+    assert "ppo/allegro_inhand/mujoco" in " ".join(out.split())

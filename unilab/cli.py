@@ -31,6 +31,9 @@ log = logging.getLogger("unilab")
 LOG_ROOT = "logs"
 # ckpt_path values Lightning resolves itself ("last" is resolved here: the newest run's last.ckpt).
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
+DESCRIPTION = """Train and evaluate in-hand rotation policies (LightningCLI: fit, validate, test, predict).
+Also: `python -m unilab train|eval --algo A --task T --sim S` (the reference tool's flags; --help lists
+them) and `python -m unilab collect --config configs/<algo>/<task>_grasp/<sim>.yaml` (grasp caches)."""
 TRAINER_DEFAULTS = {
     "log_every_n_steps": 1,
     "check_val_every_n_epoch": 5,
@@ -217,5 +220,7 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path:
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "python -m unilab", "description": DESCRIPTION}
+        | {name: {"prog": f"python -m unilab {name}"} for name in LightningCLI.subcommands()},
         args=args,
     )

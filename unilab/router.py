@@ -132,11 +132,22 @@ def translate(extra: list[str], table: dict[str, str | None], config: Path) -> t
 
 
 def common_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, add_help=True)
-    parser.add_argument("--algo", required=True)
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--sim", default="mujoco")
-    parser.add_argument("--profile", default=None)
+    configs = [name.split("/") for name in available_configs()]
+
+    def names(index: int) -> str:
+        return ", ".join(sorted({parts[index] for parts in configs}))
+
+    parser = argparse.ArgumentParser(
+        prog=f"python -m unilab {prog}",
+        epilog="Other arguments go to LightningCLI (e.g. --data.num_envs 64 --trainer.max_epochs 10), as do the "
+        f"reference key=value overrides {', '.join(REFERENCE_KEYS)}. Configs: {', '.join(available_configs())}.",
+    )
+    parser.add_argument("--algo", required=True, help=names(0))
+    parser.add_argument("--task", required=True, help=names(1))
+    parser.add_argument("--sim", default="mujoco", help="mujoco (default) or motrix")
+    parser.add_argument(
+        "--profile", default=None, help="a config variant, e.g. hora (configs/<algo>/<task>/<sim>_<profile>.yaml)"
+    )
     parser.add_argument("--load-run", default=None, help="-1 (newest run) or a run folder name")
     parser.add_argument("--checkpoint", default="last", help="last, best or an epoch number")
     return parser
