@@ -6,6 +6,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -171,3 +172,10 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
     assert report["overall"]["latent_mse"] >= 0 and report["teacher_checkpoint"] == str(model.teacher_path)
     assert report["onnx"]["inputs"] == {"obs": [147], "history": [30, 49]}
     assert report["onnx"]["max_abs_diff"] < 1e-4
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--data.test_episodes=2",
+          "--data.env.episode_length=10"])  # fmt: skip
+    predictions = np.load(run / "predictions.npz")
+    steps = len(predictions["alive"])
+    assert predictions["input_history"].shape == (steps, 2, 30, 49) and predictions["state"].shape == (steps, 2, 29)
