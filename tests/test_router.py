@@ -62,6 +62,7 @@ def test_load_run_minus_one_picks_the_newest(tmp_path, monkeypatch):
     newest = make_run(tmp_path, "20260102_090000_mujoco")
     make_run(tmp_path, "20260103_090000_motrix")
     assert find_run("ppo", "allegro_inhand", "mujoco", "-1").resolve() == newest
+    assert find_run("ppo", "allegro_inhand", "mujoco", str(newest.relative_to(tmp_path))).resolve() == newest
     route = route_eval([*BASE, "--load-run", "-1"])
     assert route.args[0] == "test" and "20260102_090000_mujoco" in route.args[2]
     assert route.args[3].endswith("last.ckpt") and "--trainer.logger=false" in route.args

@@ -69,7 +69,7 @@ def task_class_name(task: str) -> str:
 
 
 def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG_ROOT) -> Path:
-    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name.
+    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name or path.
 
     ``-N`` counts only runs that saved a checkpoint: a fit that failed or was stopped before its first
     epoch ended leaves a folder with nothing to evaluate or resume.
@@ -85,6 +85,8 @@ def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG
             )
         return saved[int(selector)]
     run = parent / selector
+    if not run.is_dir() and (Path(selector) / "config.yaml").is_file():  # a run folder given by its path
+        run = Path(selector)
     if not run.is_dir():
         names = [p.name for p in runs] or ["none"]
         raise RouterError(f"run {selector!r} not found under {parent}; runs there: {', '.join(names)}")
