@@ -76,9 +76,9 @@ class UnilabCLI(LightningCLI):
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if self.subcommand in ("validate", "test", "predict"):
             # Nothing is trained, so nothing is saved (and no checkpoint callback looks for its old folder).
-            # Nor is the config: it would replace the run's fit config.yaml, which `train --resume` reads.
             kwargs["enable_checkpointing"] = False
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            # Nor is the config: it would replace the run's fit config.yaml, which `train --resume` reads.
             self.save_config_callback = None
             # Lightning would ask for the checkpoint callbacks back; leaving them out is the point.
             warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
