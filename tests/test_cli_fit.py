@@ -197,6 +197,42 @@ def test_predict_records_the_test_manifest_step_by_step(tmp_path, monkeypatch, c
     np.testing.assert_allclose(replayed.numpy(), data["action"][0], atol=1e-6)
 
 
+def offscreen_rendering_works() -> bool:
+    import mujoco
+
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='0.1'/></worldbody></mujoco>")
+    try:
+        mujoco.Renderer(model, 8, 8).close()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not offscreen_rendering_works(), reason="no OpenGL context (MUJOCO_GL=egl needs libEGL)")
+def test_render_turns_recorded_episodes_into_gifs(tmp_path, monkeypatch, cache_dir, capsys):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    (run,) = run_dirs(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["render", f"--run={run}"])
+    assert "record episodes first: python -m unilab predict" in capsys.readouterr().err
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--data.test_episodes=2",
+          "--data.env.episode_length=6"])  # fmt: skip
+    (gif,) = main(["render", f"--run={run}", "--episodes=1", "--width=64", "--height=48"])
+    lengths = np.load(run / "predictions.npz")["alive"].sum(axis=0)
+    with Image.open(gif) as image:
+        assert image.size == (64, 48) and image.n_frames == lengths[0] and image.info["duration"] == 50
+        frames = []
+        for index in (0, image.n_frames - 1):
+            image.seek(index)
+            frames.append(np.asarray(image.convert("RGB"), dtype=np.int16))
+    assert frames[0].std() > 10  # a scene, not a blank frame
+    assert np.abs(frames[0] - frames[1]).mean() > 0.1  # the hand (or the ball) moved
+
+
 def test_validate_with_the_run_config_leaves_it_resumable(tmp_path, monkeypatch, cache_dir):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])

@@ -1,7 +1,8 @@
-"""Command line: ``python -m unilab fit|validate|test|predict|collect --config <yaml>``.
+"""Command line: ``python -m unilab fit|validate|test|predict|collect --config <yaml>``, ``render --run <run>``.
 
 ``fit`` and friends are LightningCLI subcommands. ``collect`` runs grasp collection for a task
-(configs/<algo>/<task>_grasp/<sim>.yaml) and writes a cache file with its sidecar.
+(configs/<algo>/<task>_grasp/<sim>.yaml) and writes a cache file with its sidecar. ``render`` turns
+the episodes ``predict`` recorded into GIFs (``unilab.video``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ LOG_ROOT = "logs"
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
 DESCRIPTION = """Train and evaluate in-hand rotation policies (LightningCLI: fit, validate, test, predict).
 Also: `python -m unilab train|eval --algo A --task T --sim S` (the reference tool's flags; --help lists
-them) and `python -m unilab collect --config configs/<algo>/<task>_grasp/<sim>.yaml` (grasp caches)."""
+them), `python -m unilab collect --config configs/<algo>/<task>_grasp/<sim>.yaml` (grasp caches) and
+`python -m unilab render --run <run folder>` (GIFs of the episodes `predict` recorded)."""
 TRAINER_DEFAULTS = {
     "log_every_n_steps": 1,
     "check_val_every_n_epoch": 5,
@@ -199,13 +201,18 @@ def _route_script(command: str) -> None:
         raise SystemExit(f"{command}: {error}") from None
 
 
-def main(args: list[str] | None = None) -> UnilabCLI | Path:
+def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     """Entry point of ``python -m unilab``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(default_num_threads())
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
         return collect_main(argv[1:])
+    if argv and argv[0] == "render":
+        from unilab.video import render_main
+
+        with concise_user_errors():
+            return render_main(argv[1:])
     if argv and argv[0] in ("train", "eval"):
         route = (route_train if argv[0] == "train" else route_eval)(argv[1:])
         log.info("%s -> python -m unilab %s", argv[0], " ".join(route.args))
