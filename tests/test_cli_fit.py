@@ -218,9 +218,9 @@ def test_render_turns_recorded_episodes_into_gifs(tmp_path, monkeypatch, cache_d
     with pytest.raises(SystemExit):
         main(["render", f"--run={run}"])
     assert "record episodes first: python -m unilab predict" in capsys.readouterr().err
-    ckpt = run / "checkpoints" / "last.ckpt"
-    main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--data.test_episodes=2",
-          "--data.env.episode_length=6"])  # fmt: skip
+    main(["eval", *ROUTE, "--video=1", "--data.test_episodes=2", "--data.env.episode_length=6"])
+    assert (run / "eval.json").exists() and (run / "predictions.npz").exists()
+    assert "episode_0.gif" in capsys.readouterr().out and not (run / "episode_1.gif").exists()
     (gif,) = main(["render", f"--run={run}", "--episodes=1", "--width=64", "--height=48"])
     lengths = np.load(run / "predictions.npz")["alive"].sum(axis=0)
     with Image.open(gif) as image:

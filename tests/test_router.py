@@ -80,6 +80,17 @@ def test_load_run_minus_one_skips_runs_that_saved_no_checkpoint(tmp_path, monkey
         find_run("ppo", "allegro_inhand", "mujoco", "-2")
 
 
+def test_eval_video_records_the_same_episodes_then_renders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = make_run(tmp_path, "20260101_120000_mujoco")
+    route = route_eval([*BASE, "--video", "3", "--data.test_episodes=8"])
+    predict, render = route.then
+    assert route.args[0] == "test" and predict[0] == "predict"
+    assert predict[1:] == [a for a in route.args[1:] if a != "--trainer.logger=false"]  # same run, ckpt, overrides
+    assert render == ["render", f"--run={run.relative_to(tmp_path)}", "--episodes=3"]
+    assert route_eval(BASE).then == ()
+
+
 def test_missing_run_and_checkpoint_are_clear(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RouterError, match="train one first"):

@@ -218,7 +218,11 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
         log.info("%s -> python -m unilab %s", argv[0], " ".join(route.args))
         # The routed arguments replace the command line on purpose; LightningCLI would warn about both.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return main(route.args)
+        result = main(route.args)
+        for args in route.then:
+            log.info("then -> python -m unilab %s", " ".join(args))
+            main(args)
+        return result
     return UnilabCLI(
         LightningModule,
         LightningDataModule,

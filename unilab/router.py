@@ -41,9 +41,10 @@ class RouterError(ValueError):
 
 @dataclass(frozen=True)
 class Route:
-    """What the router decided: the LightningCLI (or collect) argument list."""
+    """What the router decided: the LightningCLI (or collect) argument list, and commands to run after it."""
 
     args: list[str]
+    then: tuple[list[str], ...] = ()
 
 
 def available_configs(root: Path = CONFIG_ROOT) -> list[str]:
@@ -174,9 +175,15 @@ def route_train(argv: list[str]) -> Route:
 
 
 def route_eval(argv: list[str]) -> Route:
-    known, extra = common_parser("eval").parse_known_args(argv)
+    parser = common_parser("eval")
+    parser.add_argument("--video", type=int, default=0, metavar="N", help="also record and render N episodes to GIFs")
+    known, extra = parser.parse_known_args(argv)
     config = config_path(known.algo, known.task, known.sim, known.profile)
     args, load_run = translate(extra, REFERENCE_KEYS, config)
     run = find_run(run_algo(known.algo, known.profile), known.task, known.sim, known.load_run or load_run or "-1")
     ckpt = checkpoint_file(run, known.checkpoint)
-    return Route(["test", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--trainer.logger=false", *args])
+    restore = ["--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}"]
+    then = ()
+    if known.video > 0:  # the same episodes again, every step kept, then drawn
+        then = (["predict", *restore, *args], ["render", f"--run={run}", f"--episodes={known.video}"])
+    return Route(["test", *restore, "--trainer.logger=false", *args], then)
