@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import unilab  # noqa: F401  (picks MUJOCO_GL for headless rendering before any test module imports mujoco)
+
 SHARED_MENAGERIE = Path(__file__).resolve().parents[2] / "shared" / "menagerie"
 if "MENAGERIE_ROOT" not in os.environ and SHARED_MENAGERIE.is_dir():
     os.environ["MENAGERIE_ROOT"] = str(SHARED_MENAGERIE)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, whichever test module imports mujoco first
 torch.set_num_threads(2)
 
 TEST_GRASPS = 48

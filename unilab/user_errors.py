@@ -12,10 +12,11 @@ import torch
 from unilab.caches import CacheError
 from unilab.sim.motrix import MotrixError
 from unilab.sim.scene import SceneError
+from unilab.video import RenderingError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What unilab raises for a bad config value, cache, model or checkpoint; the message says what to do.
-USER_ERRORS = (ValueError, CacheError, SceneError, MotrixError)
+USER_ERRORS = (ValueError, CacheError, SceneError, MotrixError, RenderingError)
 
 
 class CheckpointError(ValueError):

@@ -9,6 +9,7 @@ through EGL: ``unilab`` sets ``MUJOCO_GL=egl`` when no display is present and it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mujoco
@@ -21,6 +22,11 @@ from PIL import Image
 from unilab.files import atomic_write
 from unilab.sim.scene import SceneLayout, build_scene
 from unilab.tasks.base import InHandRotationEnv
+
+
+class RenderingError(RuntimeError):
+    """Offscreen rendering is not available on this machine."""
+
 
 CAMERA_DISTANCE = 0.36  # m from the object's nominal position
 CAMERA_AZIMUTH = 150.0  # deg
@@ -49,7 +55,7 @@ def episode_frames(
     data = mujoco.MjData(model)
     joints = len(layout.hand_qpos)
     frames = np.empty((len(states), height, width, 3), dtype=np.uint8)
-    with mujoco.Renderer(model, height, width) as renderer:
+    with offscreen_renderer(model, width, height) as renderer:
         for t, row in enumerate(states):
             data.qpos[layout.hand_qpos] = row[:joints]
             data.qpos[layout.object_qpos : layout.object_qpos + 7] = row[joints:]
@@ -57,6 +63,17 @@ def episode_frames(
             renderer.update_scene(data, camera)
             frames[t] = renderer.render()
     return frames
+
+
+def offscreen_renderer(model: mujoco.MjModel, width: int, height: int) -> mujoco.Renderer:
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as error:
+        raise RenderingError(
+            f"no OpenGL context for offscreen rendering (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'unset')}: "
+            f"{type(error).__name__}: {error}). Without a display install libEGL (Debian: libegl1) and set "
+            "MUJOCO_GL=egl, or use MUJOCO_GL=osmesa with libosmesa6"
+        ) from error
 
 
 def save_gif(frames: np.ndarray, path: Path, frame_seconds: float) -> None:
