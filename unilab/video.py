@@ -20,7 +20,7 @@ from jsonargparse.typing import PositiveInt
 from PIL import Image
 
 from unilab.files import atomic_write
-from unilab.sim.scene import SceneLayout, build_scene
+from unilab.sim.scene import OBJECT_BODY, SceneLayout, build_scene
 from unilab.tasks.base import InHandRotationEnv
 
 
@@ -44,6 +44,26 @@ def task_of_run(config_path: Path) -> InHandRotationEnv:
     parser.add_argument("--env", type=EnvFactory)
     factory = parser.instantiate_classes(parser.parse_object({"env": env})).env
     return factory(1)
+
+
+def scene_for_video(task: InHandRotationEnv, scale: float) -> mujoco.MjModel:
+    """The task's scene with visuals, and coloured dots on the object's +x, +y, +z faces to show it turn."""
+    spec = build_scene(task.hand, task.obj, task.physics, scale)
+    size = np.asarray(task.obj.size) * scale
+    radius, half_height = size[0], size[1] if len(size) > 1 else size[0]
+    for axis, rgba in enumerate(((0.9, 0.1, 0.1, 1.0), (0.1, 0.8, 0.1, 1.0), (0.1, 0.3, 0.9, 1.0))):
+        surface = np.zeros(3)
+        surface[axis] = half_height if axis == 2 else radius
+        spec.body(OBJECT_BODY).add_geom(
+            type=mujoco.mjtGeom.mjGEOM_SPHERE,
+            size=[0.25 * radius, 0, 0],
+            pos=surface,
+            rgba=rgba,
+            contype=0,
+            conaffinity=0,
+            mass=0.0,
+        )
+    return spec.compile()
 
 
 def episode_frames(
@@ -112,7 +132,7 @@ def render(run: str, episodes: PositiveInt = 2, width: PositiveInt = 480, height
     for episode in range(min(episodes, recorded["alive"].shape[1])):
         scale = float(recorded["object_scale"][episode])
         if scale not in models:
-            models[scale] = build_scene(task.hand, task.obj, task.physics, scale).compile()
+            models[scale] = scene_for_video(task, scale)
         model = models[scale]
         steps = int(recorded["alive"][:, episode].sum())
         frames = episode_frames(
