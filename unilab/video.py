@@ -4,7 +4,7 @@
 
 reads ``<run>/predictions.npz`` and the run's ``config.yaml`` (for the hand and object) and writes
 ``<run>/episode_<i>.gif``, one frame per control step at real-time speed. Headless machines render
-through EGL: ``unilab`` sets ``MUJOCO_GL=egl`` when no display is present and it is unset.
+through EGL: ``unilab`` sets ``MUJOCO_GL=egl`` when no display is present, libEGL exists and it is unset.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 from PIL import Image
 
+from unilab.data.rollout import EnvFactory
 from unilab.files import atomic_write
 from unilab.sim.scene import OBJECT_BODY, SceneLayout, build_scene
 from unilab.tasks.base import InHandRotationEnv
@@ -35,8 +36,6 @@ CAMERA_ELEVATION = -30.0  # deg
 
 def task_of_run(config_path: Path) -> InHandRotationEnv:
     """The run's task with one env on MuJoCo (only its hand, object and physics options are used)."""
-    from unilab.data.rollout import EnvFactory
-
     config = yaml.safe_load(config_path.read_text())
     env = config["data"]["init_args"]["env"]
     env["init_args"] = env.get("init_args", {}) | {"sim": "mujoco", "num_threads": 1}
