@@ -150,6 +150,7 @@ class InHandRotationEnv:
         self.tip_pos = zeros(n, len(self.hand.fingertip_bodies), 3)
         self.targets, self.reset_qpos = zeros(n, j), zeros(n, j)
         self.torque = zeros(n, j)
+        self.state_row = zeros(n, j + 7)  # hand joints, object xyz, object quat wxyz (EnvStep.kinematics)
         self.history = zeros(n, self.frames, self.frame_dim)
         # episode_step counts towards the time-out (spread out at the first reset); steps_since_reset
         # is what an episode really lasted, for the statistics.
@@ -432,7 +433,7 @@ class InHandRotationEnv:
         obs = final_obs = self.observations()
         kinematics = {"omega_z": self.object_angvel[:, 2], "linvel": self.object_linvel, "torque": self.torque}
         kinematics["qvel"] = self.qvel.clone()
-        kinematics["state"] = torch.cat([self.qpos, self.object_pos, self.object_quat], dim=-1)
+        kinematics["state"] = torch.cat([self.qpos, self.object_pos, self.object_quat], dim=-1, out=self.state_row)
         done_ids = done.nonzero().flatten()
         if len(done_ids):
             # resets write in place: keep what the ended episodes saw
