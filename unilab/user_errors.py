@@ -31,7 +31,7 @@ def check_checkpoint(path: Path) -> None:
             "continues the newest run, --ckpt_path=last does the same for fit"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # as LightningCLI reads it
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors stay on disk
     except Exception as error:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(error).__name__}); the file is truncated or not a "
