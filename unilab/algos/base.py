@@ -112,7 +112,8 @@ class PolicyAlgorithm(L.LightningModule):
             obs = {name: value.to(self.device) for name, value in obs.items()}
             if len(recorded) < 16:
                 recorded.append({name: value[:16].cpu() for name, value in self.export_inputs(obs).items()})
-            return self.action_mean(obs)
+            with self._deployed_precision():
+                return self.action_mean(obs)
 
         result = evaluate(env, act, request.seed)
         self.recorded_observations = {name: torch.cat([r[name] for r in recorded]) for name in recorded[0]}
@@ -133,9 +134,14 @@ class PolicyAlgorithm(L.LightningModule):
 
         def act(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             obs = {name: value.to(self.device) for name, value in obs.items()}
-            return self.action_mean(obs), self.export_inputs(obs)
+            with self._deployed_precision():
+                return self.action_mean(obs), self.export_inputs(obs)
 
         return record_trajectories(env, act, request.seed)
+
+    def _deployed_precision(self):
+        """Evaluation and prediction act in float32, as the exported policy does, even under ``bf16-mixed``."""
+        return torch.autocast(self.device.type, enabled=False)
 
     def deterministic_actor(self) -> torch.nn.Module:
         """The deployed policy as one module: ``export_inputs`` (in order) -> action means."""
