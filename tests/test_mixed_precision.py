@@ -30,18 +30,20 @@ def test_output_layers_stay_float32_under_bf16_autocast():
 
 
 @pytest.mark.parametrize("algo", ["ppo", "appo"])
-def test_bf16_mixed_fit_learns_and_predict_acts_in_float32(algo, tmp_path, monkeypatch, cache_dir):
+def test_bf16_mixed_fit_learns_and_predict_acts_in_float32(algo, tmp_path, monkeypatch, cache_dir, caplog):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: False)  # fit warns; predict, which acts in float32, not
     args = fit_args(cache_dir, BF16) if algo == "ppo" else appo_args(cache_dir, "--data.iterations_per_epoch=3", BF16)
-    cli = main(args)
-    weights = [p.detach() for p in cli.model.policy.parameters()]
+    fitted = main(args)
+    weights = [p.detach() for p in fitted.model.policy.parameters()]
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in weights)
-    assert cli.trainer.callback_metrics["loss/value"].isfinite()
+    assert fitted.trainer.callback_metrics["loss/value"].isfinite()
     (run,) = (tmp_path / "logs" / algo / "AllegroInhandRotation").iterdir()
     ckpt = run / "checkpoints" / "last.ckpt"
     manifest = ["--data.test_episodes=2", "--data.env.episode_length=10"]
     predicted = main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *manifest])
     assert predicted.trainer.precision == "bf16-mixed"
+    assert sum("without native bfloat16" in record.getMessage() for record in caplog.records) == 1
     data = np.load(run / "predictions.npz")
     with torch.no_grad():
         replayed = predicted.model.policy.action_mean({"policy": torch.from_numpy(data["input_obs"][0])})
