@@ -9,6 +9,7 @@ the teacher's actor during collection (DAgger-like), so it learns on the states 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,6 +195,8 @@ class HoraDistill(PolicyAlgorithm):
         teacher = load_teacher(self.teacher_path, hp.observation_dims, hp.num_actions)
         frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
         self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
+        # The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit start.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     @property
     def policy(self) -> ActorCritic:
