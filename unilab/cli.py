@@ -89,7 +89,7 @@ class UnilabCLI(LightningCLI):
         ):
             callbacks += default_checkpoints()
         if self.subcommand == "fit":  # the others evaluate in float32 whatever the precision
-            warn_if_bf16_is_emulated(str(trainer_config.get("precision")), str(trainer_config.get("accelerator")))
+            warn_if_bf16_is_emulated(trainer_config.get("precision"), trainer_config.get("accelerator"))
         seed = self._get(self.config, "seed_everything")
         kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport(), PredictionReport()]
         if trainer_config.get("enable_progress_bar") is not False:
@@ -103,10 +103,10 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def warn_if_bf16_is_emulated(precision: str, accelerator: str) -> None:
+def warn_if_bf16_is_emulated(precision: str | int | None, accelerator: str | None) -> None:
     """bf16-mixed makes the learner about 3x faster where bfloat16 is native, and 10x slower where it is emulated."""
-    on_cpu = accelerator == "cpu" or (accelerator in ("auto", "None") and not torch.cuda.is_available())
-    if precision.startswith("bf16") and on_cpu and not cpu_has_native_bf16():
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not torch.cuda.is_available())
+    if str(precision).startswith("bf16") and on_cpu and not cpu_has_native_bf16():
         log.warning(
             "trainer.precision=%s on a CPU without native bfloat16 (no AVX512-BF16 or AMX): the learner will "
             "be several times slower than in float32; use --trainer.precision 32-true",
