@@ -7,6 +7,7 @@ policy (no grad), returns and advantages from GAE with time-out bootstrap, flatt
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -290,8 +291,14 @@ class RolloutDataModule(EnvDataModule):
             self._started = True
 
     def train_dataloader(self) -> DataLoader:
-        dataset = RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch)
-        return DataLoader(dataset, batch_size=None, num_workers=0)
+        return iteration_loader(RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch))
+
+
+def iteration_loader(dataset: IterableDataset) -> DataLoader:
+    """Yield one training iteration per item, in this process (envs and collectors are not copied to workers)."""
+    # Lightning warns that ``__len__`` of an iterable dataset can be wrong with worker processes; here there are none.
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+    return DataLoader(dataset, batch_size=None, num_workers=0)
 
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
