@@ -65,6 +65,8 @@ class UnilabCLI(LightningCLI):
             super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
+        # Lightning 2.6 builds torch's deprecated LeafSpec at every fit start; nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
         trainer_config = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
         if ckpt_path == "last":  # the newest run of this algo/task/sim, continued in its own folder
@@ -224,8 +226,6 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     """Entry point of ``python -m unilab``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(default_num_threads())
-    # Lightning 2.6 builds torch's deprecated LeafSpec at every fit start; nothing a user can act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
         return collect_main(argv[1:])
