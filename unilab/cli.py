@@ -75,7 +75,11 @@ class UnilabCLI(LightningCLI):
         if self.subcommand == "predict" and trainer_config.get("logger") is None:
             kwargs["logger"] = False  # it has nothing to log; predictions.npz goes to the checkpoint's run folder
         elif trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = resumed_logger(ckpt_path) or default_logger(self.model, self.datamodule)
+            resumed = resumed_logger(ckpt_path)
+            if resumed is not None:
+                # A resumed run saves back into its own checkpoints/ folder, which Lightning warns is not empty.
+                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            kwargs["logger"] = resumed or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if self.subcommand in ("validate", "test", "predict"):
