@@ -60,6 +60,18 @@ def test_fit_trains_and_writes_run_directory(tmp_path, monkeypatch, cache_dir):
     assert checkpoint["unilab"]["observation_dims"]["policy"] == 105
 
 
+def test_fit_on_a_many_core_machine_does_not_ask_for_loader_workers(tmp_path, monkeypatch, cache_dir):
+    from lightning.pytorch.trainer.connectors import data_connector
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda num_devices: 15)  # a 16-core machine
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(fit_args(cache_dir))
+        main(["test", "--config", str(run_dirs(tmp_path)[0] / "config.yaml"), "--data.test_episodes=2"])
+    assert not [w for w in caught if "num_workers" in str(w.message)]  # rollouts are made in this process
+
+
 def test_seeded_fits_are_reproducible(tmp_path, monkeypatch, cache_dir):
     params = []
     for attempt in range(2):

@@ -29,7 +29,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, IterableDataset
 
-from unilab.data.rollout import EnvDataModule, EnvFactory, iteration_loader, mean_metrics, require_positive
+from unilab.data.rollout import EnvDataModule, EnvFactory, in_process_loader, mean_metrics, require_positive
 from unilab.models.actor_critic import ActorCritic
 
 log = logging.getLogger(__name__)
@@ -461,7 +461,7 @@ class AsyncRolloutDataModule(EnvDataModule):
             self.collector = None
 
     def train_dataloader(self) -> DataLoader:
-        return iteration_loader(AsyncRolloutDataset(self, self.iterations_per_epoch))
+        return in_process_loader(AsyncRolloutDataset(self, self.iterations_per_epoch))
 
     def teardown(self, stage: str) -> None:
         self.stop_collector()

@@ -226,10 +226,10 @@ class EnvDataModule(L.LightningDataModule):
         return self._eval_envs[episodes]
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader([ManifestRequest(self.val_episodes, self.eval_seed)], batch_size=None)
+        return in_process_loader([ManifestRequest(self.val_episodes, self.eval_seed)])
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader([ManifestRequest(self.test_episodes, self.eval_seed)], batch_size=None)
+        return in_process_loader([ManifestRequest(self.test_episodes, self.eval_seed)])
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()  # the test manifest, every step kept
@@ -291,14 +291,16 @@ class RolloutDataModule(EnvDataModule):
             self._started = True
 
     def train_dataloader(self) -> DataLoader:
-        return iteration_loader(RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch))
+        return in_process_loader(RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch))
 
 
-def iteration_loader(dataset: IterableDataset) -> DataLoader:
-    """Yield one training iteration per item, in this process (envs and collectors are not copied to workers)."""
-    # Lightning warns that ``__len__`` of an iterable dataset can be wrong with worker processes; here there are none.
+def in_process_loader(items: IterableDataset | list) -> DataLoader:
+    """Yield the items one at a time, in this process (envs and collectors are never copied to workers)."""
+    # Lightning's two worker warnings do not apply here: ``__len__`` of an iterable dataset can only be wrong
+    # across worker processes, and more workers would copy the envs instead of speeding anything up.
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-    return DataLoader(dataset, batch_size=None, num_workers=0)
+    warnings.filterwarnings("ignore", message="The '.*' does not have many workers")
+    return DataLoader(items, batch_size=None, num_workers=0)
 
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
