@@ -186,3 +186,25 @@ def test_scene_without_visuals_keeps_inertia_and_dynamics(model):
             mujoco.mj_step(m, data)
         trajectories.append(data.qpos.copy())
     np.testing.assert_allclose(trajectories[0], trajectories[1], atol=1e-9)
+
+
+def test_sparse_jacobian_is_a_speed_setting_only(model):
+    sparse = build_scene(ALLEGRO, BALL, PhysicsOptions(jacobian="sparse")).compile()
+    assert sparse.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
+    assert model.opt.jacobian == mujoco.mjtJacobian.mjJAC_AUTO
+    finals = []
+    for m in (model, sparse):
+        data = mujoco.MjData(m)
+        data.qpos[:16] = ALLEGRO.home_array()
+        data.qpos[16:19] = BALL.pos
+        data.ctrl[:] = ALLEGRO.home_array() + 0.2  # squeeze: the fingers press into the ball
+        for _ in range(200):
+            mujoco.mj_step(m, data)
+        finals.append((data.qpos.copy(), data.ncon))
+    assert finals[0][1] > 0  # the comparison covers contact solving
+    np.testing.assert_allclose(finals[0][0], finals[1][0], atol=1e-8)
+
+
+def test_unknown_jacobian_lists_choices():
+    with pytest.raises(SceneError, match=r"jacobian one of \['auto', 'dense', 'sparse'\].*'banded'"):
+        build_scene(ALLEGRO, BALL, PhysicsOptions(jacobian="banded"))

@@ -79,6 +79,7 @@ def ignored_options(model: mujoco.MjModel) -> list[str]:
 def write_scene(spec: mujoco.MjSpec, model: mujoco.MjModel, directory: Path, name: str) -> Path:
     """Write ``spec`` as MJCF that MotrixSim loads: absolute asset paths, explicit actuator damping."""
     spec = spec.copy()
+    spec.option.jacobian = mujoco.mjtJacobian.mjJAC_AUTO  # MuJoCo's speed setting, not written as the default
     for actuator, kd in zip(spec.actuators, -model.actuator_biasprm[:, 2], strict=True):
         # MuJoCo's dampratio form stores a positive biasprm[2]; MotrixSim needs the compiled -kd.
         bias = np.array(actuator.biasprm)

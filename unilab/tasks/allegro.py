@@ -66,8 +66,15 @@ class AllegroInhandRotation(InHandRotationEnv):
             domain_randomization: Randomised terms (all off by default for Allegro).
             seed: Seed of resets, observation noise and cache generation.
         """
+        # The sparse constraint Jacobian steps this 22-dof scene 7 % faster than MuJoCo's automatic (dense)
+        # choice, with the same trajectory to round-off (2026-11-25, 2 cores); Sharpa's is faster dense.
         physics = PhysicsOptions(
-            timestep=0.005, substeps=10, cone="elliptic", impratio=impratio, noslip_iterations=noslip_iterations
+            timestep=0.005,
+            substeps=10,
+            cone="elliptic",
+            impratio=impratio,
+            noslip_iterations=noslip_iterations,
+            jacobian="sparse",
         )
         super().__init__(
             num_envs=num_envs,
