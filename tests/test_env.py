@@ -179,3 +179,26 @@ def test_exploded_but_finite_state_is_reset_like_a_nan(make_env):
     for name in ("linvel", "torque", "qvel"):
         assert step.kinematics[name][1].abs().max() == 0.0
     assert step.kinematics["torque"][0].abs().max() < 100.0
+
+
+def test_a_step_in_which_every_env_breaks_down_logs_no_nan(make_env):
+    env = make_env(num_envs=2)
+    env.reset(seed=0)
+    env.pop_metrics()
+    qpos = env.backend.qpos.copy()
+    qpos[:, 16] = np.nan
+    env.backend.reset(np.arange(2), qpos, np.zeros((2, env.backend.nv)))
+    env.step(torch.zeros(2, 16))
+    assert env.last_breakdowns.all()
+    env.step(torch.zeros(2, 16))  # a healthy step after it
+    metrics = env.pop_metrics()
+    assert all(np.isfinite(value) for value in metrics.values()), metrics
+    assert "reward/rotate" in metrics and metrics["env/nan_resets"] == 2
+
+
+@pytest.mark.parametrize("shape", [(16,), (1, 16), (), (2, 15), (2, 16, 1)])
+def test_actions_of_the_wrong_shape_are_refused(make_env, shape):
+    env = make_env(num_envs=2)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions must have shape \(num_envs, num_actions\) = \(2, 16\)"):
+        env.step(torch.zeros(shape))

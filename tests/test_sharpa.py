@@ -172,3 +172,58 @@ def test_per_scale_cache_names_and_missing_scale_message(tmp_path):
 def test_randomisation_ranges_are_checked_with_their_config_name(field, value):
     with pytest.raises(ValueError, match=f"domain_randomization.{field}"):
         DomainRandomization(**{field: value})
+
+
+def test_an_object_falling_sideways_under_randomised_gravity_is_a_drop_not_a_blow_up(sharpa_cache):
+    env = make(sharpa_cache, num_envs=2, domain_randomization=DomainRandomization(gravity_direction=True))
+    env.reset(seed=0)
+    env.episode_step.zero_()
+    sideways = torch.tensor([[9.81, 0.0, 0.0], [0.0, -9.81, 0.0]])
+    env.randomizer.gravity[:] = sideways
+    env.backend.set_gravity(np.arange(2), sideways.double().numpy())
+    qpos = env.backend.qpos.copy()
+    qpos[:, 23] += 0.10  # out of the fingers' reach (+y), at its reset height: free to fall sideways
+    env.backend.reset(np.arange(2), qpos, np.zeros((2, env.backend.nv)))
+    ended = torch.zeros(2, dtype=torch.bool)
+    for _ in range(20):  # 1 s: the z band alone never ends these episodes; the speed guard fired after ~0.5 s
+        step = env.step(torch.zeros(2, 22))
+        assert not env.last_breakdowns.any()
+        ended |= step.terminated
+        if ended.all():
+            break
+    assert ended.all() and env.nan_resets == 0
+    assert env.pop_metrics()["episode/drop_rate"] == 1.0
+
+
+@pytest.fixture(scope="session")
+def extreme_scale_caches(tmp_path_factory):
+    """Real grasp caches of the smallest and the largest cylinder (0.8 and 1.6)."""
+    directory = tmp_path_factory.mktemp("sharpa_extreme_caches")
+    env = SharpaInhandRotation(
+        num_envs=1, num_threads=2, scale_list=[0.8, 1.6], cache=CacheSource(cache_dir=str(directory))
+    )
+    for index, (name, _) in enumerate(env.cache_files()):
+        env.write_grasp_cache(directory / name, 4, num_envs=128, scale_index=index)
+    return directory
+
+
+@pytest.mark.parametrize("mass", [0.01, 0.25])
+def test_extreme_masses_and_scales_under_full_randomisation_never_diverge(extreme_scale_caches, mass):
+    from dataclasses import replace
+
+    from unilab.tasks.randomization import FULL_RANDOMIZATION
+
+    env = SharpaInhandRotation(
+        num_envs=32,
+        num_threads=2,
+        scale_list=[0.8, 1.6],
+        cache=CacheSource(cache_dir=str(extreme_scale_caches), generate_count=0),
+        domain_randomization=replace(FULL_RANDOMIZATION, mass_range=(mass, mass)),
+        seed=3,
+    )
+    env.reset(seed=3)
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(300):
+        env.step(torch.rand(32, 22, generator=generator) * 2 - 1)
+        assert not env.last_breakdowns.any(), "an env's physics broke down"
+    assert env.nan_resets == 0

@@ -264,6 +264,7 @@ class RolloutDataModule(EnvDataModule):
         super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs)
         self.horizon = horizon
         self.iterations_per_epoch = iterations_per_epoch
+        self.env.control_steps_per_epoch = horizon * iterations_per_epoch
         self.seed = seed
         self.collector = RolloutCollector(self.env, horizon)
         self._policy: Policy | None = None

@@ -120,6 +120,8 @@ class InHandRotationEnv:
         )
         self.kp, self.kd = self.randomizer.kp, self.randomizer.kd  # the gains each env runs with
         self.grasps: torch.Tensor | None = None
+        self.control_steps_per_epoch: int | None = None
+        """Set by the training data module; sizes the "starts repeat within an epoch" warning."""
 
     # Layout ------------------------------------------------------------------------------------
     @classmethod
@@ -160,9 +162,11 @@ class InHandRotationEnv:
         self._ctrl = np.zeros((n, j))
         self._step_metrics: dict[str, float] = {}
         self._metric_sums: dict[str, float] = {}
-        self._metric_count = 0
+        self._metric_counts: dict[str, int] = {}
         self._finished: dict[str, list[float]] = {"length": [], "rotation_speed": [], "dropped": []}
         self.nan_resets = 0
+        self.last_breakdowns = torch.zeros(n, dtype=torch.bool)
+        """(N,) envs whose physics broke down in the last step (reset and counted in ``nan_resets``)."""
 
     # Grasp cache -------------------------------------------------------------------------------
     def regenerate_command(self) -> str:
@@ -268,11 +272,32 @@ class InHandRotationEnv:
                 name, source, self.cache_expectation(index), generate=generate, generated_name=generated
             )
             log.info("scale %g: using %d grasps from %s", self.object_scales[index], len(grasps), path)
+            self._warn_if_starts_repeat(index, len(grasps), path)
             blocks.append(torch.from_numpy(grasps))
         counts = torch.tensor([len(block) for block in blocks])
         self.grasp_counts = counts
         self.grasp_offsets = torch.cumsum(counts, 0) - counts
         self.grasps = torch.cat(blocks)
+
+    def _warn_if_starts_repeat(self, scale_index: int, rows: int, path: Path) -> None:
+        """Warn when a cache is so small that episode starts repeat within one epoch (or one reset of all envs)."""
+        envs = int((self.env_scale == scale_index).sum())
+        if self.control_steps_per_epoch:
+            resets = envs * max(1, self.control_steps_per_epoch // self.episode_length)  # time-outs alone
+            period = "within one epoch"
+        else:
+            resets, period = envs, "at the first reset"
+        if rows < resets:
+            log.warning(
+                "grasp cache %s holds %d grasps, but its %d envs start at least %d episodes %s: starts repeat. "
+                "Collect more with: %s",
+                path,
+                rows,
+                envs,
+                resets,
+                period,
+                self.regenerate_command(),
+            )
 
     # Reset -------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, spread_episodes: bool = True) -> dict[str, torch.Tensor]:
@@ -390,6 +415,11 @@ class InHandRotationEnv:
 
     def step(self, actions: torch.Tensor) -> EnvStep:
         """Apply delta-position actions in [-1, 1], advance one control step, auto-reset ended envs."""
+        if tuple(actions.shape) != (self.num_envs, self.num_actions):
+            raise ValueError(
+                f"actions must have shape (num_envs, num_actions) = {(self.num_envs, self.num_actions)}, "
+                f"got {tuple(actions.shape)}"
+            )
         actions = actions.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
         torch.clamp(self.targets + actions * self.action_scale, self.target_lower, self.target_upper, out=self.targets)
         np.copyto(self._ctrl, self.targets.numpy())
@@ -414,6 +444,7 @@ class InHandRotationEnv:
         # NaN guard: a non-finite state or reward resets that env and is counted
         state_ok = torch.isfinite(self.qpos).all(1) & torch.isfinite(self.object_pos).all(1)
         bad = ~(state_ok & torch.isfinite(reward)) | torch.from_numpy(self.backend.diverged) | self.blown_up()
+        self.last_breakdowns = bad
         if bad.any():
             self.nan_resets += int(bad.sum())
             reward = torch.where(bad, torch.zeros_like(reward), reward)
@@ -443,9 +474,10 @@ class InHandRotationEnv:
             self._reset_envs(done_ids)
             obs = self.observations()
         good = ~bad  # diverged envs carry meaningless finite differences: keep them out of the means
-        self._accumulate(
-            {f"reward/{k}": v[good].mean().item() for k, v in terms.items()} | {"reward/total": reward.mean().item()}
-        )
+        step_means = {"reward/total": reward.mean().item()}
+        if good.any():  # a step in which every env broke down has no term to average
+            step_means |= {f"reward/{k}": v[good].mean().item() for k, v in terms.items()}
+        self._accumulate(step_means)
         return EnvStep(obs, reward, dropped, truncated, final_obs, kinematics)
 
     def _sanitize(self, bad: torch.Tensor) -> None:
@@ -464,7 +496,7 @@ class InHandRotationEnv:
     def _accumulate(self, values: dict[str, float]) -> None:
         for key, value in values.items():
             self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
-        self._metric_count += 1
+            self._metric_counts[key] = self._metric_counts.get(key, 0) + 1
 
     def _record_episodes(self, done_ids: torch.Tensor, dropped: torch.Tensor) -> None:
         steps = self.steps_since_reset[done_ids].float()
@@ -474,7 +506,7 @@ class InHandRotationEnv:
 
     def pop_metrics(self) -> dict[str, float]:
         """Means since the last call: ``reward/<term>``, finished-episode stats and counters."""
-        metrics = {k: v / max(self._metric_count, 1) for k, v in self._metric_sums.items()}
+        metrics = {k: v / self._metric_counts[k] for k, v in self._metric_sums.items()}
         metrics["env/nan_resets"] = float(self.nan_resets)
         metrics["env/rotation_speed_now"] = self.object_angvel[:, 2].mean().item()
         if self._finished["length"]:
@@ -482,6 +514,6 @@ class InHandRotationEnv:
             metrics["episode/rotation_speed"] = float(np.mean(self._finished["rotation_speed"]))
             metrics["episode/drop_rate"] = float(np.mean(self._finished["dropped"]))
             metrics["episode/count"] = float(len(self._finished["length"]))
-        self._metric_sums, self._metric_count = {}, 0
+        self._metric_sums, self._metric_counts = {}, {}
         self._finished = {key: [] for key in self._finished}
         return metrics
