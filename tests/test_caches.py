@@ -69,9 +69,19 @@ def other_fingerprint(path: Path) -> None:
     sidecar.write_text(json.dumps(meta))
 
 
+def sidecar_of_binary_garbage(path: Path) -> None:
+    caches.sidecar_path(path).write_bytes(bytes(range(256)))
+
+
+def sidecar_not_an_object(path: Path) -> None:
+    caches.sidecar_path(path).write_text("[1, 2, 3]")
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
+        (sidecar_of_binary_garbage, "is not valid JSON"),
+        (sidecar_not_an_object, "holds a JSON list, expected an object"),
         (corrupt, "cannot be read"),
         (wrong_shape, "shape"),
         (with_nan, "NaN"),

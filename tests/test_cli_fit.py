@@ -83,10 +83,40 @@ def test_seeded_fits_are_reproducible(tmp_path, monkeypatch, cache_dir):
     torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
 
 
-def test_minibatches_must_divide_the_batch(tmp_path, monkeypatch, cache_dir):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "--model.num_mini_batches=7",
+            "data.horizon * data.num_envs = 32 is not divisible by model.num_mini_batches = 7",
+        ),
+        ("--model.gamma=1.5", "model.gamma must be in (0, 1], got 1.5"),
+        ("--model.clip_param=-1", "model.clip_param must be > 0, got -1"),
+        ("--model.gae_lambda=2", "model.gae_lambda must be in [0, 1], got 2"),
+        ("--model.desired_kl=-0.1", "model.desired_kl must be > 0, got -0.1"),
+        ("--model.init_std=-1", "model.init_std must be > 0, got -1"),
+        ("--model.optimizer.init_args.lr=-1", "model.optimizer: Invalid learning rate: -1"),
+    ],
+)
+def test_nonsense_hyperparameters_stop_before_a_run_folder_is_made(
+    tmp_path, monkeypatch, cache_dir, capsys, override, message
+):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="not divisible"):
-        main(fit_args(cache_dir, "--model.num_mini_batches=3", "--trainer.logger=false"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args(cache_dir, override))
+    assert exit_info.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_fits_started_in_the_same_second_get_their_own_run_folders(tmp_path):
+    from unilab.files import create_unique_dir
+
+    first = create_unique_dir(tmp_path, "20261207_010101", "_mujoco")
+    second = create_unique_dir(tmp_path, "20261207_010101", "_mujoco")
+    third = create_unique_dir(tmp_path, "20261207_010101", "_mujoco")
+    assert len({first, second, third}) == 3 and all(p.is_dir() for p in (first, second, third))
+    assert sorted(tmp_path.glob("*_mujoco")) == [first, second, third]  # the newest sorts last
 
 
 def test_bad_config_value_is_rejected(tmp_path, monkeypatch, cache_dir, capsys):

@@ -129,9 +129,13 @@ def load_cache(path: Path, expected: CacheExpectation) -> np.ndarray:
     meta_path = sidecar_path(path)
     if meta_path.exists():
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
-            raise fail(f"sidecar {meta_path.name} is not valid JSON ({error})") from error
+            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise fail(f"sidecar {meta_path} is not valid JSON ({error})") from error
+        except OSError as error:
+            raise fail(f"sidecar {meta_path} cannot be read ({error})") from error
+        if not isinstance(meta, dict):
+            raise fail(f"sidecar {meta_path} holds a JSON {type(meta).__name__}, expected an object")
         if meta.get("fingerprint") != expected.fingerprint:
             raise fail(
                 f"it was made for model fingerprint {meta.get('fingerprint')!r} (hand {meta.get('hand')!r}), "

@@ -23,7 +23,9 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
+from unilab.checkpoint_io import AtomicCheckpointIO
 from unilab.data.rollout import EnvFactory
+from unilab.files import create_unique_dir
 from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
 from unilab.user_errors import check_checkpoint, concise_user_errors
@@ -65,6 +67,10 @@ class UnilabCLI(LightningCLI):
             super().instantiate_classes()
 
     def instantiate_trainer(self, **kwargs):
+        check_data = getattr(self.model, "check_data", None)
+        if check_data is not None and self.datamodule is not None:
+            with concise_user_errors():
+                check_data(self.datamodule)  # before the logger makes a run folder
         # Lightning 2.6 builds torch's deprecated LeafSpec at every fit start; nothing a user can act on.
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -96,6 +102,8 @@ class UnilabCLI(LightningCLI):
             callbacks += default_checkpoints()
         if self.subcommand == "fit":  # the others evaluate in float32 whatever the precision
             warn_if_bf16_is_emulated(trainer_config.get("precision"), trainer_config.get("accelerator"))
+        if not trainer_config.get("plugins"):
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         seed = self._get(self.config, "seed_everything")
         kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport(), PredictionReport()]
         if trainer_config.get("enable_progress_bar") is not False:
@@ -131,15 +139,16 @@ def newest_last_checkpoint(model: LightningModule, datamodule: LightningDataModu
     return runs[-1]
 
 
-def run_name(sim: str) -> str:
-    return f"{datetime.now().strftime('%Y%m%d_%H%M%S')}_{sim}"
-
-
 def default_logger(model: LightningModule, datamodule: LightningDataModule) -> TensorBoardLogger:
-    """TensorBoard logger writing to logs/<algo>/<TaskClass>/<timestamp>_<sim>/."""
+    """TensorBoard logger writing to logs/<algo>/<TaskClass>/<timestamp>_<sim>/.
+
+    The folder is created exclusively: a second fit started in the same second gets ``<timestamp>b_<sim>``.
+    """
     env = datamodule.env
     algo = getattr(model, "algo_name", type(model).__name__.lower())
-    return TensorBoardLogger(save_dir=LOG_ROOT, name=f"{algo}/{type(env).__name__}", version=run_name(env.sim))
+    name = f"{algo}/{type(env).__name__}"
+    run = create_unique_dir(Path(LOG_ROOT) / name, datetime.now().strftime("%Y%m%d_%H%M%S"), f"_{env.sim}")
+    return TensorBoardLogger(save_dir=LOG_ROOT, name=name, version=run.name)
 
 
 def resumed_logger(ckpt_path: str | None) -> TensorBoardLogger | None:

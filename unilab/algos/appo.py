@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import PolicyAlgorithm, check_groups
+from unilab.algos.base import PolicyAlgorithm, check_actor_critic_hparams, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.vtrace import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
@@ -92,6 +92,10 @@ class APPO(PolicyAlgorithm):
         if schedule not in ("adaptive", "fixed"):
             raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
         check_groups(observation_dims, actor_group, critic_group, *([privileged_group] if privileged_group else []))
+        check_actor_critic_hparams(
+            init_std, optimizer, desired_kl, lr_bounds, gamma, ("vtrace_lambda", vtrace_lambda), clip_param,
+            value_loss_coef, entropy_coef, max_grad_norm,
+        )  # fmt: skip
         if num_learning_epochs < 1 or num_mini_batches < 1 or learner_threads < 1:
             raise ValueError("model.num_learning_epochs, num_mini_batches and learner_threads must be >= 1")
         if not 0 <= replays_per_step < replay_pool_size:
@@ -125,8 +129,16 @@ class APPO(PolicyAlgorithm):
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1:
             raise RuntimeError("APPO runs one learner and one collector; use PPO for multi-process (DDP) training")
-        if self.datamodule.batch_size * (1 + self.hparams.replays_per_step) % self.hparams.num_mini_batches:
-            raise ValueError("horizon * num_envs * (1 + replays_per_step) must be divisible by model.num_mini_batches")
+        self.check_data(self.datamodule)
+
+    def check_data(self, datamodule) -> None:
+        """Fail before the fit when a step's rows cannot be split into ``num_mini_batches`` equal minibatches."""
+        rows = datamodule.batch_size * (1 + self.hparams.replays_per_step)
+        if rows % self.hparams.num_mini_batches:
+            raise ValueError(
+                f"data.horizon * data.num_envs * (1 + model.replays_per_step) = {rows} is not divisible by "
+                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
+            )
 
     def on_train_start(self) -> None:
         self._previous_threads = torch.get_num_threads()

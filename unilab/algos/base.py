@@ -41,6 +41,45 @@ def check_groups(observation_dims: dict[str, int], *groups: str) -> None:
             raise ValueError(f"observation group {name!r} not provided by the env; it has {sorted(observation_dims)}")
 
 
+def check_actor_critic_hparams(
+    init_std: float,
+    optimizer,
+    desired_kl: float,
+    lr_bounds: tuple[float, float],
+    gamma: float,
+    trace_lambda: tuple[str, float],
+    clip_param: float,
+    value_loss_coef: float,
+    entropy_coef: float,
+    max_grad_norm: float,
+) -> None:
+    """Refuse nonsense values before anything is built: each message names the setting and its valid range."""
+    lambda_name, lambda_value = trace_lambda
+    checks = [
+        ("init_std", init_std, init_std > 0, "> 0"),
+        ("desired_kl", desired_kl, desired_kl > 0, "> 0"),
+        (
+            "lr_bounds",
+            tuple(lr_bounds),
+            len(lr_bounds) == 2 and 0 < lr_bounds[0] <= lr_bounds[1],
+            "(low, high), 0 < low <= high",
+        ),
+        ("gamma", gamma, 0 < gamma <= 1, "in (0, 1]"),
+        (lambda_name, lambda_value, 0 <= lambda_value <= 1, "in [0, 1]"),
+        ("clip_param", clip_param, clip_param > 0, "> 0"),
+        ("value_loss_coef", value_loss_coef, value_loss_coef >= 0, ">= 0"),
+        ("entropy_coef", entropy_coef, entropy_coef >= 0, ">= 0"),
+        ("max_grad_norm", max_grad_norm, max_grad_norm > 0, "> 0"),
+    ]
+    for name, value, valid, expected in checks:
+        if not valid or value != value:  # value != value: NaN
+            raise ValueError(f"model.{name} must be {expected}, got {value}")
+    try:  # the optimiser checks its own arguments (lr, betas, ...) when it is built: build one on a dummy
+        optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"model.optimizer: {error}") from None
+
+
 class PolicyAlgorithm(L.LightningModule):
     """Base of the modules that own an ``ActorCritic`` in ``self.policy`` (PPO, APPO, HORA teachers)."""
 

@@ -205,13 +205,17 @@ class HoraDistill(PolicyAlgorithm):
     def configure_optimizers(self):
         return self.optimizer_factory([*self.student.adaptation.parameters()])
 
-    def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
+    def check_data(self, datamodule) -> None:
+        """Fail before the fit when the rollout cannot be split into ``num_mini_batches`` equal minibatches."""
         if datamodule.batch_size % self.hparams.num_mini_batches:
             raise ValueError(
-                f"horizon * num_envs = {datamodule.batch_size} is not divisible by "
+                f"data.horizon * data.num_envs = {datamodule.batch_size} is not divisible by "
                 f"model.num_mini_batches = {self.hparams.num_mini_batches}"
             )
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        self.check_data(datamodule)
         datamodule.set_policy(StudentActing(self.student), self.device, gamma=0.0, gae_lambda=0.0)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:

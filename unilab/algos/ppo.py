@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import PolicyAlgorithm, check_groups
+from unilab.algos.base import PolicyAlgorithm, check_actor_critic_hparams, check_groups
 from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.data.rollout import RolloutBatch, mean_metrics
 from unilab.models.actor_critic import ActorCritic
@@ -101,6 +101,10 @@ class PPO(PolicyAlgorithm):
         if schedule not in ("adaptive", "fixed"):
             raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
         check_groups(observation_dims, actor_group, critic_group, *([privileged_group] if privileged_group else []))
+        check_actor_critic_hparams(
+            init_std, optimizer, desired_kl, lr_bounds, gamma, ("gae_lambda", gae_lambda), clip_param,
+            value_loss_coef, entropy_coef, max_grad_norm,
+        )  # fmt: skip
         if num_learning_epochs < 1 or num_mini_batches < 1:
             raise ValueError("model.num_learning_epochs and model.num_mini_batches must be >= 1")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -111,13 +115,17 @@ class PPO(PolicyAlgorithm):
     def configure_optimizers(self):
         return self.optimizer_factory(self.policy.parameters())
 
-    def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
+    def check_data(self, datamodule) -> None:
+        """Fail before the fit when the rollout cannot be split into ``num_mini_batches`` equal minibatches."""
         if datamodule.batch_size % self.hparams.num_mini_batches:
             raise ValueError(
-                f"horizon * num_envs = {datamodule.batch_size} is not divisible by "
+                f"data.horizon * data.num_envs = {datamodule.batch_size} is not divisible by "
                 f"model.num_mini_batches = {self.hparams.num_mini_batches}"
             )
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        self.check_data(datamodule)
         datamodule.set_policy(ActingPolicy(self.policy), self.device, self.hparams.gamma, self.hparams.gae_lambda)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
