@@ -211,3 +211,19 @@ def test_download_missing_file_falls_back_to_generation(fake_hub, tmp_path, env)
     )
     assert generated == [source.generate_count] and path.name == "gen.npy"
     assert FakeHub.requests, "the hub was asked first"
+
+
+def test_a_collect_count_output_is_found_by_training_without_renaming(tmp_path, good_cache, make_env):
+    """``collect --count 2000`` writes ``allegro_grasp_2k.npy``; training looks for 50k, then its own
+    generation size, and then takes the largest ``allegro_grasp_<N>.npy`` in the folder."""
+    for name in ("allegro_grasp_2k.npy", "allegro_grasp_300.npy"):
+        (tmp_path / name).write_bytes(good_cache.read_bytes())
+        caches.sidecar_path(tmp_path / name).write_bytes(caches.sidecar_path(good_cache).read_bytes())
+    (tmp_path / "allegro_grasp_notes.npy").write_bytes(b"not a cache and not a count")
+    env = make_env(num_envs=2, cache=CacheSource(cache_dir=str(tmp_path), generate_count=0))
+    env.reset(seed=0)
+    assert len(env.grasps) == len(np.load(good_cache))
+    assert caches.counted_caches(tmp_path, "allegro_grasp") == [
+        tmp_path / "allegro_grasp_2k.npy",
+        tmp_path / "allegro_grasp_300.npy",
+    ]

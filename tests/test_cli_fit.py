@@ -215,6 +215,43 @@ def test_resume_continues_counters_in_the_same_run(tmp_path, monkeypatch, cache_
     assert int(checkpoint["state_dict"]["iteration"]) == 4 and checkpoint["global_step"] == cli.trainer.global_step
 
 
+def test_resume_keeps_the_runs_provenance(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir), "--trainer.max_epochs=2"])
+    (run,) = run_dirs(tmp_path)
+    original = (run / "config.yaml").read_text()
+    first = json.loads((run / "run.json").read_text())
+    main(["train", *ROUTE, "--resume", "--trainer.max_epochs=2"])  # nothing left to do
+    main(["train", *ROUTE, "--resume", "--trainer.max_epochs=3"])
+    assert (run / "config.yaml").read_text() == original  # the run was made with max_epochs 2, and says so
+    assert yaml.safe_load((run / "config.resume_2.yaml").read_text())["trainer"]["max_epochs"] == 3
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["started"] == first["started"] and meta["final_metrics"]  # the no-op resume kept the metrics
+    steps = [(s["env_steps_at_start"], s["env_steps_at_end"]) for s in meta["sessions"]]
+    assert steps == [(0, 128), (128, 128), (128, 192)] and meta["env_steps"] == 192
+    assert "--resume" in meta["sessions"][2]["command"] or "--ckpt_path" in " ".join(meta["sessions"][2]["command"])
+
+
+def test_ctrl_c_saves_the_last_iteration_and_closes_run_json(tmp_path, cache_dir):
+    command = [sys.executable, "-m", "unilab", *fit_args(cache_dir, "--trainer.max_epochs=1000")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # into a later epoch, between checkpoints
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (run,) = tmp_path.glob("logs/ppo/*/*")
+    meta = json.loads((run / "run.json").read_text())
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert meta["ended"] and meta["sessions"][-1]["interrupted"] == "KeyboardInterrupt"
+    assert meta["env_steps"] > 0 and int(saved["state_dict"]["env_steps"]) == meta["env_steps"]
+
+
 def test_predict_records_the_test_manifest_step_by_step(tmp_path, monkeypatch, cache_dir, capsys):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])

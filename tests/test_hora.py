@@ -164,12 +164,21 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
             fresh.append((untrained.latent(history) - target).square().mean())
     assert trained < 0.8 * min(fresh), (trained, fresh)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["unilab"]["teacher"] == str(model.teacher_path)
+    assert checkpoint["unilab"]["teacher"]["path"] == str(model.teacher_path)
+    assert checkpoint["unilab"]["teacher"]["hparams"]["privileged_group"] == "privileged"
 
-    main(["eval", "--algo", "hora_distill", "--task", "sharpa_inhand", "--sim", "mujoco", "--load-run", "-1",
-          "--data.test_episodes=2"])  # fmt: skip
+    # The student run is self-contained: it evaluates with no teacher run left, and names the one it learnt from.
+    teacher_runs = teachers / "logs" / "hora_appo"
+    hidden = teachers / "hidden_teacher_runs"
+    teacher_runs.rename(hidden)
+    try:
+        main(["eval", "--algo", "hora_distill", "--task", "sharpa_inhand", "--sim", "mujoco", "--load-run", "-1",
+              "--data.test_episodes=2"])  # fmt: skip
+    finally:
+        hidden.rename(teacher_runs)
     report = json.loads((run / "eval.json").read_text())
     assert report["overall"]["latent_mse"] >= 0 and report["teacher_checkpoint"] == str(model.teacher_path)
+    assert report["teacher_sha256"] == checkpoint["unilab"]["teacher"]["sha256"]
     assert report["onnx"]["inputs"] == {"obs": [147], "history": [30, 49]}
     assert report["onnx"]["max_abs_diff"] < 1e-4
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,17 @@ class CacheMeta:
 def count_tag(count: int) -> str:
     """Row count as written in cache names: 50000 -> ``50k``, 1500 -> ``1500``."""
     return f"{count // 1000}k" if count % 1000 == 0 and count >= 1000 else str(count)
+
+
+def counted_caches(directory: Path, prefix: str) -> list[Path]:
+    """``<prefix>_<count tag>.npy`` files in ``directory`` (what ``collect --count N`` writes), largest first."""
+    pattern = re.compile(rf"^{re.escape(prefix)}_(\d+)(k?)\.npy$")
+    found = []
+    for path in directory.glob(f"{prefix}_*.npy") if directory.is_dir() else ():
+        match = pattern.match(path.name)
+        if match:
+            found.append((int(match.group(1)) * (1000 if match.group(2) else 1), path))
+    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
 def sidecar_path(path: Path) -> Path:
@@ -187,11 +199,13 @@ def resolve_cache(
     expected: CacheExpectation,
     generate: Callable[[Path, int], None],
     generated_name: str,
+    counted_prefix: str | None = None,
 ) -> tuple[np.ndarray, Path]:
     """Find, download or generate the cache called ``name``; return the grasps and their file.
 
     ``generate(path, count)`` must write a cache of ``count`` grasps to ``path``; it is used only
-    when nothing else is found, and writes ``generated_name`` in the cache folder.
+    when nothing else is found, and writes ``generated_name`` in the cache folder. With ``counted_prefix``, any
+    ``<prefix>_<N>.npy`` in the folder (a ``collect --count N`` output) is used too, the largest first.
     """
     if source.path:
         path = Path(source.path)
@@ -203,7 +217,8 @@ def resolve_cache(
             )
         return load_cache(path, expected), path
     directory = source.directory()
-    for candidate in (directory / name, directory / generated_name):
+    counted = counted_caches(directory, counted_prefix) if counted_prefix else []
+    for candidate in (directory / name, directory / generated_name, *counted):
         if candidate.exists():
             return load_cache(candidate, expected), candidate
     downloaded = download_cache(name, source)

@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import subprocess
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -63,45 +62,90 @@ class ProgressBar(TQDMProgressBar):
 
 
 class RunMetadata(L.Callback):
-    """Writes ``run.json`` (versions, commit, machine, seed, start/end, env-steps, final metrics)."""
+    """Writes ``run.json``: versions, commit, machine, seed, env-steps, final metrics, and the run's history.
 
-    def __init__(self, seed: int | None = None) -> None:
+    A resumed run keeps its first ``started`` and adds one entry to ``sessions`` per fit (its command-line
+    flags, start and end, env-steps at both); ``final_metrics`` are replaced only by a session that has some.
+    Ctrl-C ends the session too: ``last.ckpt`` is saved and the entry is closed with ``interrupted``.
+    """
+
+    def __init__(self, seed: int | None = None, command: list[str] | None = None) -> None:
         self.seed = seed
-        self.started = time.time()
+        self.command = list(command or [])
         self.path: Path | None = None
+        self.record: dict = {}
 
-    def _payload(self, trainer: L.Trainer, module: L.LightningModule, finished: bool) -> dict:
-        payload = {
+    def _static(self, trainer: L.Trainer) -> dict:
+        return {
             "unilab_version": unilab.__version__,
             "git_commit": git_commit(),
             "packages": package_versions(),
             "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
             "seed": self.seed,
             "world_size": trainer.world_size,
-            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
-            "ended": datetime.now(timezone.utc).isoformat() if finished else None,
-            "env_steps": int(getattr(module, "env_steps", 0)),
-            "iterations": int(getattr(module, "iteration", 0)),
         }
-        if finished:
-            payload["final_metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        return payload
 
-    def _write(self, trainer: L.Trainer, module: L.LightningModule, finished: bool) -> None:
-        if not trainer.is_global_zero:
-            return
-        directory = run_directory(trainer)
-        if directory is None:
-            return
-        self.path = directory / "run.json"
-        text = json.dumps(self._payload(trainer, module, finished), indent=2)
+    def _flush(self) -> None:
+        text = json.dumps(self.record, indent=2)
         atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, finished=False)
+        directory = run_directory(trainer) if trainer.is_global_zero else None
+        if directory is None:
+            return
+        self.path = directory / "run.json"
+        previous = read_json_object(self.path)
+        now = datetime.now(timezone.utc).isoformat()
+        env_steps = int(getattr(pl_module, "env_steps", 0))
+        session = {"started": now, "command": self.command, "env_steps_at_start": env_steps}
+        self.record = {
+            **previous,
+            **self._static(trainer),
+            "started": previous.get("started", now),
+            "ended": None,
+            "env_steps": env_steps,
+            "iterations": int(getattr(pl_module, "iteration", 0)),
+            "sessions": [*previous.get("sessions", []), session],
+        }
+        self._flush()
+
+    def _close(self, trainer, pl_module, interrupted: str | None) -> None:
+        if self.path is None:
+            return
+        now = datetime.now(timezone.utc).isoformat()
+        env_steps = int(getattr(pl_module, "env_steps", 0))
+        session = self.record["sessions"][-1]
+        session |= {"ended": now, "env_steps_at_end": env_steps}
+        if interrupted:
+            session["interrupted"] = interrupted
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.record |= {"ended": now, "env_steps": env_steps, "iterations": int(getattr(pl_module, "iteration", 0))}
+        if metrics:
+            self.record["final_metrics"] = metrics
+        self._flush()
+        self.path = None
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, finished=True)
+        self._close(trainer, pl_module, interrupted=None)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.path is None or trainer.state.fn != "fit":
+            return
+        if isinstance(exception, KeyboardInterrupt):
+            started_at = self.record["sessions"][-1]["env_steps_at_start"]
+            if int(getattr(pl_module, "env_steps", 0)) > started_at and trainer.checkpoint_callback is not None:
+                # weights and counters as they are; the rollout in flight, if any, is not counted
+                trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
+        self._close(trainer, pl_module, interrupted=type(exception).__name__)
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; an empty dict when the file is missing or not a JSON object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def export_onnx(actor: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> float:

@@ -19,7 +19,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
@@ -46,6 +46,19 @@ TRAINER_DEFAULTS = {
 }
 
 
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the fit's config as ``config.yaml``; a resumed fit keeps that file and writes
+    ``config.resume_<N>.yaml`` beside it, so the run's original settings are never overwritten."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").exists():
+            index = 1
+            while (Path(trainer.log_dir) / f"config.resume_{index}.yaml").exists():
+                index += 1
+            self.config_filename = f"config.resume_{index}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
 class UnilabCLI(LightningCLI):
     """LightningCLI with observation sizes linked from the env and runs under logs/<algo>/<Task>/."""
 
@@ -55,6 +68,7 @@ class UnilabCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         """Parse, then refuse a missing or unreadable checkpoint before any env is built or run folder made."""
+        self.command = [str(arg) for arg in args] if isinstance(args, list | tuple) else sys.argv[1:]
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -78,6 +92,8 @@ class UnilabCLI(LightningCLI):
         if ckpt_path == "last":  # the newest run of this algo/task/sim, continued in its own folder
             ckpt_path = str(newest_last_checkpoint(self.model, self.datamodule))
             self.config_init[self.subcommand]["ckpt_path"] = ckpt_path
+        if hasattr(self.model, "restoring_from"):  # a HORA student rebuilds its teacher from the checkpoint
+            self.model.restoring_from = ckpt_path
         if self.subcommand == "predict" and trainer_config.get("logger") is None:
             kwargs["logger"] = False  # it has nothing to log; predictions.npz goes to the checkpoint's run folder
         elif trainer_config.get("logger") in (None, True):
@@ -105,7 +121,8 @@ class UnilabCLI(LightningCLI):
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         seed = self._get(self.config, "seed_everything")
-        kwargs["callbacks"] = [*callbacks, RunMetadata(seed=seed), EvaluationReport(), PredictionReport()]
+        metadata = RunMetadata(seed=seed, command=self.command)
+        kwargs["callbacks"] = [*callbacks, metadata, EvaluationReport(), PredictionReport()]
         if trainer_config.get("enable_progress_bar") is not False:
             kwargs["callbacks"].append(ProgressBar())
         return super().instantiate_trainer(**kwargs)
@@ -264,6 +281,7 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
         subclass_mode_data=True,
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
+        save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": "python -m unilab", "description": DESCRIPTION}
         | {name: {"prog": f"python -m unilab {name}"} for name in LightningCLI.subcommands()},

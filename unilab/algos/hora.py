@@ -8,6 +8,7 @@ the teacher's actor during collection (DAgger-like), so it learns on the states 
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -67,24 +68,44 @@ class TeacherSource:
             ) from None
 
 
+TEACHER_HPARAMS = (
+    "observation_dims", "num_actions", "actor_hidden_dims", "critic_hidden_dims", "activation", "init_std",
+    "actor_group", "critic_group", "privileged_group", "latent_dim", "encoder_hidden_dims",
+)  # fmt: skip
+"""What ``actor_critic_from`` needs to rebuild a teacher; a student checkpoint keeps them."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_teacher(path: Path, observation_dims: dict[str, int], num_actions: int) -> ActorCritic:
     """The teacher's ``ActorCritic``, frozen, after checking it is a HORA teacher for this observation layout."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     hparams = checkpoint.get("hyper_parameters", {})
+    teacher = teacher_from_hparams(hparams, observation_dims, num_actions, str(path))
+    prefix = "policy."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    teacher.load_state_dict(state)
+    return teacher
+
+
+def teacher_from_hparams(hparams: dict, observation_dims: dict[str, int], num_actions: int, origin: str) -> ActorCritic:
+    """A frozen teacher of the architecture ``hparams`` describe (weights still to load), checked against the env."""
     saved = {"observation_dims": hparams.get("observation_dims"), "num_actions": hparams.get("num_actions")}
     expected = {"observation_dims": dict(observation_dims), "num_actions": num_actions}
     if saved != expected:
         raise ValueError(
-            f"teacher {path} was trained on observation layout {saved}, but this env has {expected}; "
+            f"teacher {origin} was trained on observation layout {saved}, but this env has {expected}; "
             "distil from a teacher of the same task and observation settings"
         )
     if not hparams.get("privileged_group"):
-        raise ValueError(f"teacher {path} has no privileged encoder; train it with --profile hora")
-    teacher = actor_critic_from(hparams)
-    prefix = "policy."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    teacher.load_state_dict(state)
-    return teacher.eval().requires_grad_(False)
+        raise ValueError(f"teacher {origin} has no privileged encoder; train it with --profile hora")
+    return actor_critic_from(hparams).eval().requires_grad_(False)
 
 
 class Student(nn.Module):
@@ -183,16 +204,34 @@ class HoraDistill(PolicyAlgorithm):
         self.optimizer_factory = optimizer
         self.student: Student | None = None
         self.teacher_path: Path | None = None
+        self.teacher_record: dict | None = None
+        """Path, sha256 and architecture of the teacher, saved in every checkpoint of the student."""
+        self.restoring_from: str | None = None
+        """The checkpoint this module will be restored from (set by the CLI before the run starts)."""
         self._latent_errors: list[torch.Tensor] = []
 
     # The teacher is loaded in ``setup``: the env (task, simulator) is known, checkpoint weights are not yet restored.
+    # A student checkpoint already holds its teacher (weights in the state_dict, architecture in ``unilab.teacher``),
+    # so evaluating or resuming one needs no teacher run: only a new distillation resolves ``model.teacher``.
     def setup(self, stage: str) -> None:
         if self.student is not None:
             return
         env = self.trainer.datamodule.env
         hp = self.hparams
-        self.teacher_path = self.teacher_source.resolve(env.task_name, env.sim)
-        teacher = load_teacher(self.teacher_path, hp.observation_dims, hp.num_actions)
+        saved = self._saved_teacher(self.restoring_from or self.trainer.ckpt_path)
+        if saved is not None:
+            self.teacher_record = saved
+            self.teacher_path = Path(saved["path"])
+            teacher = teacher_from_hparams(saved["hparams"], hp.observation_dims, hp.num_actions, saved["path"])
+        else:
+            self.teacher_path = self.teacher_source.resolve(env.task_name, env.sim)
+            teacher = load_teacher(self.teacher_path, hp.observation_dims, hp.num_actions)
+            hparams = torch.load(self.teacher_path, map_location="cpu", weights_only=False)["hyper_parameters"]
+            self.teacher_record = {
+                "path": str(self.teacher_path),
+                "sha256": file_sha256(self.teacher_path),
+                "hparams": {key: hparams.get(key) for key in TEACHER_HPARAMS},
+            }
         frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
         self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
         # The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit start.
@@ -264,6 +303,7 @@ class HoraDistill(PolicyAlgorithm):
         result = super()._evaluate(request)
         result["overall"]["latent_mse"] = float(torch.cat(self._latent_errors).mean())
         result["teacher_checkpoint"] = str(self.teacher_path)
+        result["teacher_sha256"] = self.teacher_record["sha256"]
         return result
 
     def export_inputs(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,6 +314,15 @@ class HoraDistill(PolicyAlgorithm):
     def deterministic_actor(self) -> nn.Module:
         return StudentExport(self.student)
 
+    @staticmethod
+    def _saved_teacher(ckpt_path: str | None) -> dict | None:
+        """The teacher record of a student checkpoint being restored (None: no checkpoint, or an older one)."""
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return None
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+        record = checkpoint.get("unilab", {}).get("teacher")
+        return record if isinstance(record, dict) and "hparams" in record else None
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["unilab"]["teacher"] = str(self.teacher_path)
+        checkpoint["unilab"]["teacher"] = dict(self.teacher_record)

@@ -183,6 +183,10 @@ class InHandRotationEnv:
         count = self.cache_source.generate_count if count is None else count
         return [(self.cache_name, self.generated_cache_name(count))]
 
+    def counted_cache_prefix(self) -> str | None:
+        """Prefix of the ``<prefix>_<N>.npy`` caches that ``collect --count N`` writes and training also reads."""
+        return Path(self.cache_name).stem.rsplit("_", 1)[0]
+
     def home_pose(self) -> np.ndarray:
         """Joint positions (rad, model convention) around which grasps are sampled."""
         return self.hand.home_array()
@@ -250,10 +254,12 @@ class InHandRotationEnv:
         files = self.cache_files()
         if source.generate_count <= 0 and not source.hf_repo_id and not source.path:
             directory = source.directory()
+            prefix = self.counted_cache_prefix()
+            counted = caches.counted_caches(directory, prefix) if prefix else []
             missing = [
                 f"{scale:g} ({name})"
                 for scale, (name, generated) in zip(self.object_scales, files, strict=True)
-                if not (directory / name).exists() and not (directory / generated).exists()
+                if not (directory / name).exists() and not (directory / generated).exists() and not counted
             ]
             if missing:
                 raise caches.CacheError(
@@ -269,7 +275,12 @@ class InHandRotationEnv:
                     self.write_grasp_cache(target, n, progress=bar.update, scale_index=index)
 
             grasps, path = caches.resolve_cache(
-                name, source, self.cache_expectation(index), generate=generate, generated_name=generated
+                name,
+                source,
+                self.cache_expectation(index),
+                generate=generate,
+                generated_name=generated,
+                counted_prefix=self.counted_cache_prefix(),
             )
             log.info("scale %g: using %d grasps from %s", self.object_scales[index], len(grasps), path)
             self._warn_if_starts_repeat(index, len(grasps), path)

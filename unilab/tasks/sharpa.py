@@ -64,7 +64,7 @@ class SharpaInhandRotation(InHandRotationEnv):
         sim: str = "mujoco",
         num_threads: int | None = None,
         scale_list: list[float] | None = None,
-        cache: CacheSource = CacheSource(generate_count=20),
+        cache: CacheSource = CacheSource(generate_count=200),
         cache_prefix: str = "sharpa_grasp",
         reward_weights: dict[str, float] | None = None,
         domain_randomization: DomainRandomization = FULL_RANDOMIZATION,
@@ -148,6 +148,9 @@ class SharpaInhandRotation(InHandRotationEnv):
     def cache_files(self, count: int | None = None) -> list[tuple[str, str]]:
         names = [f"{self.cache_prefix}_{scale:g}.npy" for scale in self.object_scales]
         return [(name, name) for name in names]
+
+    def counted_cache_prefix(self) -> str | None:
+        return None  # per-scale caches are named by scale, not by count
 
     def regenerate_command(self) -> str:
         scales = " ".join(f"{s:g}" for s in self.object_scales)
