@@ -284,3 +284,30 @@ def test_single_update_drives_the_adaptive_lr_by_the_kl_of_its_own_step():
     assert stats["policy/kl"] > 0
     torch.testing.assert_close(torch.tensor(stats["policy/kl"]), expected.detach())
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1.1 * lr)
+
+
+def test_ctrl_c_on_appo_stops_quietly_and_keeps_the_run(tmp_path, cache_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "unilab", *appo_args(cache_dir, "--trainer.max_epochs=1000")]
+    log = tmp_path / "appo.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob("logs/appo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group, collector included
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    (run,) = tmp_path.glob("logs/appo/*/*")
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["sessions"][-1]["interrupted"] == "KeyboardInterrupt" and meta["env_steps"] > 0

@@ -227,3 +227,32 @@ def test_a_collect_count_output_is_found_by_training_without_renaming(tmp_path, 
         tmp_path / "allegro_grasp_2k.npy",
         tmp_path / "allegro_grasp_300.npy",
     ]
+
+
+def test_an_unreachable_hub_is_asked_once_per_process(fake_hub, tmp_path, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(caches, "_unreachable_hubs", set())
+    calls = []
+    import huggingface_hub
+
+    original = huggingface_hub.hf_hub_download
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["filename"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", counting)
+    source = CacheSource(cache_dir=str(tmp_path), hf_repo_id="unilabsim/unilab-caches", hf_endpoint=closed)
+    with caplog.at_level("WARNING", logger="unilab.caches"):
+        assert caches.download_cache("sharpa_grasp_0.8.npy", source) is None
+        assert caches.download_cache("sharpa_grasp_0.9.npy", source) is None
+    assert calls == []  # the client's own retries (about 23 s per file) are never entered
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1 and "does not answer" in caplog.text
+    # a reachable hub that lacks one file is asked again for the next
+    reachable = CacheSource(cache_dir=str(tmp_path), hf_repo_id="unilabsim/unilab-caches", hf_endpoint=fake_hub)
+    assert caches.download_cache("a.npy", reachable) is None and caches.download_cache("b.npy", reachable) is None
+    assert calls == ["caches/a.npy", "caches/b.npy"]

@@ -114,3 +114,19 @@ def test_help_lists_the_algorithms_tasks_and_configs(capsys):
     out = capsys.readouterr().out
     assert "appo, hora_distill, ppo" in out and "sharpa_inhand" in out
     assert "ppo/allegro_inhand/mujoco" in " ".join(out.split())
+
+
+def test_router_errors_exit_2_with_an_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "unilab", "eval", "--algo", "ppo", "--task", "allegro_inhand", "--load-run", "nothere"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: run 'nothere' not found")
+    assert not (tmp_path / "logs").exists()

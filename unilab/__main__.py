@@ -8,5 +8,6 @@ from unilab.router import RouterError
 if __name__ == "__main__":
     try:
         main()
-    except RouterError as error:
-        sys.exit(f"error: {error}")
+    except RouterError as error:  # a user error like any other: error: <message>, exit code 2
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

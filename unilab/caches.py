@@ -12,9 +12,11 @@ import json
 import logging
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -165,21 +167,52 @@ def load_cache(path: Path, expected: CacheExpectation) -> np.ndarray:
     return grasps
 
 
+HUB_TIMEOUT_SECONDS = 5.0
+"""How long the hub may take to answer one request before it counts as unreachable."""
+_unreachable_hubs: set[tuple[str, str]] = set()
+"""(endpoint, repo) pairs that did not answer: asked once per process, not once per cache file."""
+
+
 def download_cache(name: str, source: CacheSource) -> Path | None:
-    """Fetch ``caches/<name>`` (and its sidecar when present) into the cache folder; ``None`` on failure."""
+    """Fetch ``caches/<name>`` (and its sidecar when present) into the cache folder; ``None`` on failure.
+
+    A hub that cannot be reached (offline, no answer, no such dataset) is remembered for the rest of the
+    process, so a 9-scale task decides once instead of waiting for each of its caches.
+    """
     if not source.hf_repo_id:
         return None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    endpoint = source.hf_endpoint or constants.ENDPOINT
+    hub = (endpoint, source.hf_repo_id)
+    if hub in _unreachable_hubs:
+        return None
+    if not constants.HF_HUB_OFFLINE and not _answers(endpoint):  # the hub client retries for ~23 s before it gives up
+        _unreachable_hubs.add(hub)
+        log.warning(
+            "Hugging Face endpoint %s does not answer within %g s; grasp caches are not downloaded in this run",
+            endpoint,
+            HUB_TIMEOUT_SECONDS,
+        )
+        return None
     target = source.directory() / name
     kwargs = dict(repo_id=source.hf_repo_id, repo_type="dataset", revision=source.hf_revision)
+    kwargs["etag_timeout"] = HUB_TIMEOUT_SECONDS
     if source.hf_endpoint:
         kwargs["endpoint"] = source.hf_endpoint
     try:
         downloaded = Path(hf_hub_download(filename=f"caches/{name}", **kwargs))
-    except Exception as error:  # offline, missing repo or file, HTTP errors: fall through to generation
-        log.warning("grasp cache %s not downloaded from %s: %s", name, source.hf_repo_id, error)
+    except EntryNotFoundError as error:
+        if not isinstance(error, LocalEntryNotFoundError):  # the dataset answered: it has no such file
+            log.warning("grasp cache %s is not in Hugging Face dataset %s", name, source.hf_repo_id)
+            return None
+        _unreachable_hubs.add(hub)
+        log.warning("Hugging Face dataset %s (%s) unreachable or offline; not asked again: %s", *hub[::-1], error)
+        return None
+    except Exception as error:  # no answer, no such repo or revision, HTTP errors: fall through to generation
+        _unreachable_hubs.add(hub)
+        log.warning("Hugging Face dataset %s (%s) not usable; not asked again: %s", *hub[::-1], error)
         return None
     try:
         downloaded_meta = Path(hf_hub_download(filename=f"caches/{name}.json", **kwargs))
@@ -191,6 +224,17 @@ def download_cache(name: str, source: CacheSource) -> Path | None:
     atomic_write(target, lambda tmp: shutil.copyfile(downloaded, tmp))
     log.info("downloaded grasp cache %s from %s", target, source.hf_repo_id)
     return target
+
+
+def _answers(endpoint: str) -> bool:
+    """Whether a TCP connection to the endpoint's host opens within ``HUB_TIMEOUT_SECONDS``."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=HUB_TIMEOUT_SECONDS).close()
+    except OSError:
+        return False
+    return True
 
 
 def resolve_cache(

@@ -58,7 +58,8 @@ class ProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        return metrics
+        formats = {"it": "{:.0f}", "sps": "{:.0f}", "ep_len": "{:.1f}", "rew": "{:.3f}", "rot": "{:.2f}"}
+        return {k: formats[k].format(float(v)) if k in formats else v for k, v in metrics.items()}
 
 
 class RunMetadata(L.Callback):

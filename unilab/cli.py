@@ -249,7 +249,8 @@ def _route_script(command: str) -> None:
     try:
         main([command, *sys.argv[1:]])
     except RouterError as error:
-        raise SystemExit(f"{command}: {error}") from None
+        print(f"error: {command}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:

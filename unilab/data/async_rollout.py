@@ -20,6 +20,7 @@ import logging
 import os
 import pickle
 import queue
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -217,7 +218,12 @@ def collector_main(
     metrics,
     parent_pid: int,
 ) -> None:
-    """Entry point of the collector process: step the env with the newest policy, forever."""
+    """Entry point of the collector process: step the env with the newest policy, forever.
+
+    Ctrl-C reaches the whole process group; the learner owns it (it saves and stops this process), so
+    the collector ignores SIGINT instead of dying with a traceback of its own.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         torch.set_num_threads(1)
         env = env_factory(num_envs)
