@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from unilab.router import REFERENCE_KEYS, RouterError, find_run, route_eval, route_train
@@ -130,3 +132,23 @@ def test_router_errors_exit_2_with_an_error_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: run 'nothere' not found")
     assert not (tmp_path / "logs").exists()
+
+
+def test_resume_passes_over_an_unreadable_last_checkpoint(tmp_path, monkeypatch, caplog):
+    import torch
+
+    from unilab.router import checkpoint_file
+
+    monkeypatch.chdir(tmp_path)
+    run = make_run(tmp_path, "20260101_120000_mujoco")
+    folder = run / "checkpoints"
+    torch.save({"state_dict": {}}, folder / "epoch_9.ckpt")
+    torch.save({"state_dict": {}}, folder / "epoch_19.ckpt")
+    (folder / "last.ckpt").write_bytes(b"truncated by a crash of an older version")
+    os.utime(folder / "epoch_9.ckpt", (1, 1))  # epoch_19 is the newest that loads
+    assert checkpoint_file(run, "last") == folder / "epoch_19.ckpt"
+    assert "unreadable; continuing from epoch_19.ckpt" in caplog.text
+    route = route_train([*BASE, "--resume"])
+    assert route.args[3].endswith("checkpoints/epoch_19.ckpt")
+    torch.save({"state_dict": {}}, folder / "last.ckpt")
+    assert checkpoint_file(run, "last") == folder / "last.ckpt"

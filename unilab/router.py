@@ -10,11 +10,14 @@ Trailing ``--a.b value`` arguments pass through to LightningCLI; the reference t
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 LOG_ROOT = Path("logs")
@@ -100,14 +103,36 @@ def run_algo(algo: str, profile: str | None) -> str:
 
 
 def checkpoint_file(run: Path, which: str) -> Path:
-    """``last``, ``best`` or an epoch number N (``epoch_N.ckpt``)."""
+    """``last``, ``best`` or an epoch number N (``epoch_N.ckpt``).
+
+    ``last`` is the newest checkpoint that loads: a ``last.ckpt`` that is missing or unreadable (a crash
+    of an older unilab, a damaged disk) gives way to the newest other checkpoint of the run, with a warning.
+    """
     folder = run / "checkpoints"
     name = {"last": "last.ckpt", "best": "best.ckpt"}.get(which, f"epoch_{which}.ckpt")
     path = folder / name
+    if which == "last":
+        others = sorted((p for p in folder.glob("*.ckpt") if p.name != name), key=lambda p: p.stat().st_mtime)
+        for candidate in [path, *reversed(others)]:
+            if candidate.exists() and loads(candidate):
+                if candidate != path:
+                    log.warning("%s is missing or unreadable; continuing from %s", path, candidate.name)
+                return candidate
     if not path.exists():
         have = sorted(p.name for p in folder.glob("*.ckpt")) or ["none"]
         raise RouterError(f"checkpoint {path} does not exist; checkpoints of this run: {', '.join(have)}")
     return path
+
+
+def loads(path: Path) -> bool:
+    """Whether ``path`` is a readable Lightning checkpoint (its tensors are mapped, not read)."""
+    from unilab.user_errors import CheckpointError, check_checkpoint
+
+    try:
+        check_checkpoint(path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def translate(extra: list[str], table: dict[str, str | None], config: Path) -> tuple[list[str], str | None]:
