@@ -375,3 +375,24 @@ def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
     resumed = torch.load(ckpt, weights_only=False)
     assert int(resumed["state_dict"]["iteration"]) == 2 * (epochs_done + 1)
     assert len(list(tmp_path.glob("logs/ppo/*/*"))) == 1
+
+
+@pytest.mark.parametrize("config", ["ppo", "appo"])
+def test_a_corrupt_cache_stops_ppo_and_appo_with_one_error_line(tmp_path, monkeypatch, cache_dir, capsys, config):
+    from unilab import caches
+
+    monkeypatch.chdir(tmp_path)
+    broken = tmp_path / "caches"
+    broken.mkdir()
+    for path in cache_dir.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (sidecar,) = broken.glob("*.npy.json")
+    sidecar.write_bytes(bytes(range(256)))
+    args = fit_args(broken)
+    args[2] = str(REPO / "configs" / config / "allegro_inhand" / "mujoco.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: grasp cache {caches.Path(sidecar).with_suffix('')}" in err and "is not valid JSON" in err
+    assert "Traceback" not in err and not (tmp_path / "logs").exists()

@@ -207,6 +207,9 @@ class EnvDataModule(L.LightningDataModule):
         super().__init__()
         self.env_factory = env
         self.env = env(num_envs)
+        # Resolve the grasp caches now: a missing, corrupt or mismatched cache stops the command before
+        # any run folder or collector process exists (and a missing one is collected once, here).
+        self.env.load_grasps()
         self.val_episodes, self.test_episodes, self.eval_seed = val_episodes, test_episodes, eval_seed
         self._eval_envs: dict[int, InHandRotationEnv] = {}
 
