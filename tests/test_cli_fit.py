@@ -396,3 +396,20 @@ def test_a_corrupt_cache_stops_ppo_and_appo_with_one_error_line(tmp_path, monkey
     err = capsys.readouterr().err
     assert f"error: grasp cache {caches.Path(sidecar).with_suffix('')}" in err and "is not valid JSON" in err
     assert "Traceback" not in err and not (tmp_path / "logs").exists()
+
+
+def test_learning_benchmark_stops_at_its_env_step_budget_and_reports_both_checkpoints(tmp_path, cache_dir):
+    from PIL import Image
+
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "learning.py"), *ROUTE, "--env-steps", "300", "--episodes", "4",
+        *[arg for arg in tiny_overrides(cache_dir) if not arg.startswith("--trainer.max_epochs")],
+        "--data.env.episode_length=20", "--data.val_episodes=2",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 300 <= report["env_steps"] < 300 + 32  # one iteration is horizon 4 x 8 envs
+    assert report["last"]["overall"]["episodes"] == 4 and "RotR" in report["best"]["overall"]
+    image = Image.open(tmp_path / report["curves_png"])
+    assert image.format == "PNG" and image.size[0] > image.size[1]

@@ -235,3 +235,16 @@ class PredictionReport(L.Callback):
             f"predictions.npz written to {path}: {alive.shape[1]} episodes, {int(alive.sum())} policy steps, "
             f"{int(outputs['dropped'].sum())} dropped"
         )
+
+
+class EnvStepBudget(L.Callback):
+    """Stops a fit once it has trained ``env_steps`` env-steps (the study budget, independent of wall time)."""
+
+    def __init__(self, env_steps: int) -> None:
+        if env_steps < 1:
+            raise ValueError(f"EnvStepBudget env_steps must be >= 1, got {env_steps}")
+        self.env_steps = env_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if int(getattr(pl_module, "env_steps", 0)) >= self.env_steps:
+            trainer.should_stop = True
