@@ -41,7 +41,7 @@ fit_stage() {
 echo "== grasp caches"
 missing=""
 for scale in $SCALES; do
-  [ -f "unilab/assets/caches/sharpa_grasp_${scale}.npy" ] || missing="$missing $scale"
+  [ -f "${UNILAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/unilab}/sharpa_grasp_${scale}.npy" ] || missing="$missing $scale"
 done
 if [ -n "$missing" ]; then COUNT=${COUNT:-100} bash scripts/sharpa_collect_grasps.sh $missing; else echo "all present"; fi
 

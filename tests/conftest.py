@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ SHARED_MENAGERIE = Path(__file__).resolve().parents[2] / "shared" / "menagerie"
 if "MENAGERIE_ROOT" not in os.environ and SHARED_MENAGERIE.is_dir():
     os.environ["MENAGERIE_ROOT"] = str(SHARED_MENAGERIE)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Caches that a test generates without naming a folder go to a throw-away folder, not the user's cache.
+os.environ["UNILAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="unilab-test-caches-")
 torch.set_num_threads(2)
 
 TEST_GRASPS = 48

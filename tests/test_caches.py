@@ -256,3 +256,25 @@ def test_an_unreachable_hub_is_asked_once_per_process(fake_hub, tmp_path, monkey
     reachable = CacheSource(cache_dir=str(tmp_path), hf_repo_id="unilabsim/unilab-caches", hf_endpoint=fake_hub)
     assert caches.download_cache("a.npy", reachable) is None and caches.download_cache("b.npy", reachable) is None
     assert calls == ["caches/a.npy", "caches/b.npy"]
+
+
+def test_caches_default_to_a_user_folder_outside_the_package(monkeypatch, tmp_path):
+    package = Path(caches.__file__).resolve().parent
+    monkeypatch.delenv("UNILAB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert CacheSource().directory() == tmp_path / "xdg" / "unilab"
+    monkeypatch.setenv("UNILAB_CACHE_DIR", str(tmp_path / "mine"))
+    assert CacheSource().directory() == tmp_path / "mine"
+    assert not CacheSource().directory().resolve().is_relative_to(package)
+
+
+def test_a_cache_left_in_the_old_package_folder_is_still_read(monkeypatch, tmp_path, good_cache, env):
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / env.cache_name).write_bytes(good_cache.read_bytes())
+    monkeypatch.setattr(caches, "LEGACY_CACHE_DIR", legacy)
+    monkeypatch.setenv("UNILAB_CACHE_DIR", str(tmp_path / "empty"))
+    grasps, path = caches.resolve_cache(
+        env.cache_name, CacheSource(generate_count=0), env.cache_expectation(), generate=pytest.fail, generated_name="x"
+    )
+    assert path == legacy / env.cache_name and len(grasps) == len(np.load(good_cache))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -26,7 +27,16 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 OBJECT_COLUMNS = 7
-PACKAGE_CACHE_DIR = Path(__file__).resolve().parent / "assets" / "caches"
+LEGACY_CACHE_DIR = Path(__file__).resolve().parent / "assets" / "caches"
+"""Where unilab up to 2026-12-06 wrote caches (inside the package); still read, never written."""
+
+
+def default_cache_dir() -> Path:
+    """``$UNILAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/unilab``, else ``~/.cache/unilab``: outside the package,
+    so an installed (non-editable) unilab never writes into site-packages."""
+    if os.environ.get("UNILAB_CACHE_DIR"):
+        return Path(os.environ["UNILAB_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "unilab"
 
 
 class CacheError(RuntimeError):
@@ -40,7 +50,7 @@ class CacheSource:
     path: str | None = None
     """Explicit cache file; it must exist when set."""
     cache_dir: str | None = None
-    """Folder searched for (and receiving) caches; ``None`` is the package's ``assets/caches``."""
+    """Folder searched for (and receiving) caches; ``None`` is ``$UNILAB_CACHE_DIR`` or ``~/.cache/unilab``."""
     hf_repo_id: str | None = None
     """Hugging Face dataset holding ``caches/<name>``; ``None`` switches downloads off."""
     hf_revision: str | None = None
@@ -50,7 +60,7 @@ class CacheSource:
     """Grasps to collect when no cache can be found; 0 forbids generation."""
 
     def directory(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else PACKAGE_CACHE_DIR
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
 
 
 @dataclass(frozen=True)
@@ -262,7 +272,8 @@ def resolve_cache(
         return load_cache(path, expected), path
     directory = source.directory()
     counted = counted_caches(directory, counted_prefix) if counted_prefix else []
-    for candidate in (directory / name, directory / generated_name, *counted):
+    legacy = [LEGACY_CACHE_DIR / name] if not source.cache_dir and directory != LEGACY_CACHE_DIR else []
+    for candidate in (directory / name, directory / generated_name, *counted, *legacy):
         if candidate.exists():
             return load_cache(candidate, expected), candidate
     downloaded = download_cache(name, source)

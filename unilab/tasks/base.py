@@ -259,7 +259,8 @@ class InHandRotationEnv:
             missing = [
                 f"{scale:g} ({name})"
                 for scale, (name, generated) in zip(self.object_scales, files, strict=True)
-                if not (directory / name).exists() and not (directory / generated).exists() and not counted
+                if not any(p.exists() for p in (directory / name, directory / generated, caches.LEGACY_CACHE_DIR / name))
+                and not counted
             ]
             if missing:
                 raise caches.CacheError(
