@@ -259,8 +259,10 @@ class InHandRotationEnv:
             missing = [
                 f"{scale:g} ({name})"
                 for scale, (name, generated) in zip(self.object_scales, files, strict=True)
-                if not any(p.exists() for p in (directory / name, directory / generated, caches.LEGACY_CACHE_DIR / name))
-                and not counted
+                if not counted
+                and not any(
+                    p.exists() for p in (directory / name, directory / generated, caches.LEGACY_CACHE_DIR / name)
+                )
             ]
             if missing:
                 raise caches.CacheError(
