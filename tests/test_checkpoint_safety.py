@@ -87,3 +87,17 @@ def test_kill_during_checkpoint_save_with_tmp_on_another_filesystem_always_resum
 def epochs_saved(checkpoints: Path) -> int:
     saved = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)
     return int(saved["epoch"]) + 1
+
+
+def test_partial_files_of_killed_saves_are_cleared_at_the_next_save(tmp_path):
+    from unilab.checkpoint_io import STALE_SECONDS, AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    stale, live = tmp_path / ".last.ckpt.dead1234.tmp", tmp_path / ".last.ckpt.busy5678.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written right now")
+    old = time.time() - 2 * STALE_SECONDS
+    os.utime(stale, (old, old))
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, target)
+    assert torch.load(target, weights_only=False) == {"state_dict": {}}
+    assert not stale.exists() and live.exists()

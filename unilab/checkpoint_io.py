@@ -8,6 +8,7 @@ are flushed to disk, and replace the target with one rename.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,4 +24,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
-        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        path = Path(path)
+        remove_stale_partials(path)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+STALE_SECONDS = 60.0
+"""A temporary file nobody has written to for this long belongs to a save that was killed."""
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Delete the hidden temporary files that killed saves of ``path`` left behind (never a live one)."""
+    now = time.time()
+    for partial in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - partial.stat().st_mtime > STALE_SECONDS:
+                partial.unlink()
+        except FileNotFoundError:
+            pass
