@@ -248,7 +248,8 @@ def test_ctrl_c_saves_the_last_iteration_and_closes_run_json(tmp_path, cache_dir
     (run,) = tmp_path.glob("logs/ppo/*/*")
     meta = json.loads((run / "run.json").read_text())
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert meta["ended"] and meta["sessions"][-1]["interrupted"] == "KeyboardInterrupt"
+    assert meta["ended"] is None and meta["sessions"][-1]["ended"]  # open for --resume, this session closed
+    assert meta["sessions"][-1]["interrupted"] == "KeyboardInterrupt"
     assert meta["env_steps"] > 0 and int(saved["state_dict"]["env_steps"]) == meta["env_steps"]
 
 

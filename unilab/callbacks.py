@@ -67,7 +67,8 @@ class RunMetadata(L.Callback):
 
     A resumed run keeps its first ``started`` and adds one entry to ``sessions`` per fit (its command-line
     flags, start and end, env-steps at both); ``final_metrics`` are replaced only by a session that has some.
-    Ctrl-C ends the session too: ``last.ckpt`` is saved and the entry is closed with ``interrupted``.
+    Ctrl-C ends the session too: ``last.ckpt`` is saved and the entry is closed with ``interrupted``, while the
+    run's own ``ended`` stays null until a fit finishes.
     """
 
     def __init__(self, seed: int | None = None, command: list[str] | None = None) -> None:
@@ -120,7 +121,9 @@ class RunMetadata(L.Callback):
         if interrupted:
             session["interrupted"] = interrupted
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.record |= {"ended": now, "env_steps": env_steps, "iterations": int(getattr(pl_module, "iteration", 0))}
+        # "ended" marks a fit that finished; an interrupted one stays open for --resume (scripts test it)
+        self.record |= {"ended": None if interrupted else now, "env_steps": env_steps}
+        self.record["iterations"] = int(getattr(pl_module, "iteration", 0))
         if metrics:
             self.record["final_metrics"] = metrics
         self._flush()
