@@ -75,3 +75,28 @@ def test_adaptive_learning_rate_rule(kl, expected):
 def test_adaptive_learning_rate_respects_bounds():
     assert adaptive_learning_rate(1e-2, 0.0001, 0.02) == pytest.approx(1e-2)
     assert adaptive_learning_rate(1e-5, 1.0, 0.02) == pytest.approx(1e-5)
+
+
+def test_normalisers_merged_over_ranks_equal_one_normaliser_that_saw_everything():
+    from unilab.models.normalizer import RunningNormalizer
+
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(40, 3, generator=generator) * 2 + 1
+    rank_data = [torch.randn(24, 3, generator=generator) * 3 - 2, torch.randn(8, 3, generator=generator) + 5]
+    ranks = [RunningNormalizer(3), RunningNormalizer(3)]
+    for normalizer, data in zip(ranks, rank_data, strict=True):
+        normalizer.update(shared)
+        normalizer.mark_synchronised()  # every rank holds the same statistics here
+        normalizer.update(data[:10])  # then each folds in its own envs, step by step
+        normalizer.update(data[10:])
+    gathered = torch.stack([normalizer.delta_row() for normalizer in ranks])  # what all_gather returns
+    for normalizer in ranks:
+        normalizer.merge_over_ranks(lambda row, gathered=gathered: gathered)
+    reference = RunningNormalizer(3)
+    reference.update(torch.cat([shared, *rank_data]))
+    for normalizer in ranks:
+        torch.testing.assert_close(normalizer.mean, reference.mean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(normalizer.var, reference.var, rtol=1e-5, atol=1e-5)
+        assert float(normalizer.count) == pytest.approx(float(reference.count))
+    # a second round starts from the merged statistics
+    assert torch.count_nonzero(ranks[0].delta_row()[:1]) == 0

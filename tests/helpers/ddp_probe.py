@@ -13,5 +13,6 @@ class SaveRankParameters(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         flat = torch.cat([p.detach().flatten().cpu() for p in pl_module.parameters()])
         torch.save(
-            {"params": flat, "env_steps": int(pl_module.env_steps)}, self.folder / f"rank{trainer.global_rank}.pt"
+            {"params": flat, "buffers": dict(pl_module.named_buffers()), "env_steps": int(pl_module.env_steps)},
+            self.folder / f"rank{trainer.global_rank}.pt",
         )

@@ -126,12 +126,18 @@ class PPO(PolicyAlgorithm):
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.check_data(datamodule)
+        if self.trainer.world_size > 1:  # every rank starts from the same (initial or restored) statistics
+            for normalizer in self.policy.normalizers():
+                normalizer.mark_synchronised()
         datamodule.set_policy(ActingPolicy(self.policy), self.device, self.hparams.gamma, self.hparams.gae_lambda)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
         started = time.perf_counter()
         optimizer = self.optimizers()
         hp = self.hparams
+        if self.trainer.world_size > 1:  # each rank saw its own envs: merge, so all ranks normalise alike
+            for normalizer in self.policy.normalizers():
+                normalizer.merge_over_ranks(self.all_gather)
         advantages = batch.advantages
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         batch_size = len(batch)

@@ -55,6 +55,9 @@ class ActorCritic(nn.Module):
         groups = (self.actor_group, self.critic_group)
         return groups if self.privileged_group is None else (*groups, self.privileged_group)
 
+    def normalizers(self) -> list[RunningNormalizer]:
+        return [module for module in self.modules() if isinstance(module, RunningNormalizer)]
+
     def update_normalizers(self, obs: dict[str, torch.Tensor]) -> None:
         self.actor_normalizer.update(obs[self.actor_group])
         self.critic_normalizer.update(obs[self.critic_group])
