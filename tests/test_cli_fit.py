@@ -1,7 +1,6 @@
 """End-to-end: LightningCLI fit in-process on real physics, tiny sizes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -232,19 +231,25 @@ def test_resume_keeps_the_runs_provenance(tmp_path, monkeypatch, cache_dir):
     assert "--resume" in meta["sessions"][2]["command"] or "--ckpt_path" in " ".join(meta["sessions"][2]["command"])
 
 
-def test_ctrl_c_saves_the_last_iteration_and_closes_run_json(tmp_path, cache_dir):
+def signal_a_running_fit(tmp_path: Path, cache_dir: Path, signal_number: int) -> list[str]:
+    """Start an endless tiny fit, let it save a checkpoint and get into a later iteration, then signal it."""
     command = [sys.executable, "-m", "unilab", *fit_args(cache_dir, "--trainer.max_epochs=1000")]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
             time.sleep(0.2)
-        time.sleep(1.5)  # into a later epoch, between checkpoints
-        process.send_signal(signal.SIGINT)
+        time.sleep(2.0)  # into a later iteration
+        process.send_signal(signal_number)
         process.wait(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+    return command
+
+
+def test_ctrl_c_saves_the_last_iteration_and_closes_run_json(tmp_path, cache_dir):
+    signal_a_running_fit(tmp_path, cache_dir, signal.SIGINT)
     (run,) = tmp_path.glob("logs/ppo/*/*")
     meta = json.loads((run / "run.json").read_text())
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
@@ -349,18 +354,7 @@ def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypat
 
 
 def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
-    command = [sys.executable, "-m", "unilab", *fit_args(cache_dir, "--trainer.max_epochs=1000")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not list(tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
-            time.sleep(0.5)
-        time.sleep(2.0)  # let it get into a later iteration
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    command = signal_a_running_fit(tmp_path, cache_dir, signal.SIGKILL)
     (ckpt,) = tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")
     saved = torch.load(ckpt, weights_only=False)
     epochs_done = int(saved["state_dict"]["iteration"]) // 2  # two iterations per epoch
