@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+import unilab
 from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
 from unilab.checkpoint_io import AtomicCheckpointIO
 from unilab.data.rollout import EnvFactory
@@ -256,6 +257,8 @@ def _route_script(command: str) -> None:
 def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     """Entry point of ``python -m unilab``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if unilab.WAIT_POLICY_NOTE:
+        log.info(unilab.WAIT_POLICY_NOTE)
     torch.set_num_threads(default_num_threads())
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
