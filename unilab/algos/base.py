@@ -99,6 +99,14 @@ class PolicyAlgorithm(L.LightningModule):
         if self.hparams.get("privileged_group"):
             self.algo_name = f"hora_{self.algo_name}"
 
+    def check_data(self, datamodule) -> None:
+        """Fail before the fit when the rollout cannot be split into ``num_mini_batches`` equal minibatches."""
+        if datamodule.batch_size % self.hparams.num_mini_batches:
+            raise ValueError(
+                f"data.horizon * data.num_envs = {datamodule.batch_size} is not divisible by "
+                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
+            )
+
     def _log_progress(self, logs: dict[str, float]) -> None:
         bar = {
             "it": float(self.iteration),

@@ -85,13 +85,20 @@ def file_sha256(path: Path) -> str:
 
 def load_teacher(path: Path, observation_dims: dict[str, int], num_actions: int) -> ActorCritic:
     """The teacher's ``ActorCritic``, frozen, after checking it is a HORA teacher for this observation layout."""
+    return load_teacher_and_hparams(path, observation_dims, num_actions)[0]
+
+
+def load_teacher_and_hparams(
+    path: Path, observation_dims: dict[str, int], num_actions: int
+) -> tuple[ActorCritic, dict]:
+    """:func:`load_teacher`, plus the architecture (``TEACHER_HPARAMS``) a student checkpoint keeps."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     hparams = checkpoint.get("hyper_parameters", {})
     teacher = teacher_from_hparams(hparams, observation_dims, num_actions, str(path))
     prefix = "policy."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     teacher.load_state_dict(state)
-    return teacher
+    return teacher, {key: hparams.get(key) for key in TEACHER_HPARAMS}
 
 
 def teacher_from_hparams(hparams: dict, observation_dims: dict[str, int], num_actions: int, origin: str) -> ActorCritic:
@@ -225,13 +232,9 @@ class HoraDistill(PolicyAlgorithm):
             teacher = teacher_from_hparams(saved["hparams"], hp.observation_dims, hp.num_actions, saved["path"])
         else:
             self.teacher_path = self.teacher_source.resolve(env.task_name, env.sim)
-            teacher = load_teacher(self.teacher_path, hp.observation_dims, hp.num_actions)
-            hparams = torch.load(self.teacher_path, map_location="cpu", weights_only=False)["hyper_parameters"]
-            self.teacher_record = {
-                "path": str(self.teacher_path),
-                "sha256": file_sha256(self.teacher_path),
-                "hparams": {key: hparams.get(key) for key in TEACHER_HPARAMS},
-            }
+            teacher, hparams = load_teacher_and_hparams(self.teacher_path, hp.observation_dims, hp.num_actions)
+            self.teacher_record = {"path": str(self.teacher_path), "sha256": file_sha256(self.teacher_path)}
+            self.teacher_record["hparams"] = hparams
         frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
         self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
         # The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit start.
@@ -243,14 +246,6 @@ class HoraDistill(PolicyAlgorithm):
 
     def configure_optimizers(self):
         return self.optimizer_factory([*self.student.adaptation.parameters()])
-
-    def check_data(self, datamodule) -> None:
-        """Fail before the fit when the rollout cannot be split into ``num_mini_batches`` equal minibatches."""
-        if datamodule.batch_size % self.hparams.num_mini_batches:
-            raise ValueError(
-                f"data.horizon * data.num_envs = {datamodule.batch_size} is not divisible by "
-                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
-            )
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule

@@ -115,14 +115,6 @@ class PPO(PolicyAlgorithm):
     def configure_optimizers(self):
         return self.optimizer_factory(self.policy.parameters())
 
-    def check_data(self, datamodule) -> None:
-        """Fail before the fit when the rollout cannot be split into ``num_mini_batches`` equal minibatches."""
-        if datamodule.batch_size % self.hparams.num_mini_batches:
-            raise ValueError(
-                f"data.horizon * data.num_envs = {datamodule.batch_size} is not divisible by "
-                f"model.num_mini_batches = {self.hparams.num_mini_batches}"
-            )
-
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.check_data(datamodule)
