@@ -423,7 +423,9 @@ class AsyncRolloutDataModule(EnvDataModule):
         if ring_size < 2:
             raise ValueError(f"data.ring_size must be >= 2, got {ring_size}")
         # One env here for the linked sizes and the cache check; the collector builds the full batch.
-        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs=1)
+        super().__init__(
+            env, val_episodes, test_episodes, eval_seed, 1, num_envs, horizon * iterations_per_epoch
+        )  # fmt: skip
         self.num_envs, self.horizon = num_envs, horizon
         self.iterations_per_epoch = iterations_per_epoch
         self.seed, self.ring_size = seed, ring_size

@@ -203,13 +203,22 @@ def require_positive(**sizes: int) -> None:
 class EnvDataModule(L.LightningDataModule):
     """What every rollout data module shares: the env factory, the sizes it links, the evaluation manifests."""
 
-    def __init__(self, env: EnvFactory, val_episodes: int, test_episodes: int, eval_seed: int, num_envs: int) -> None:
+    def __init__(
+        self,
+        env: EnvFactory,
+        val_episodes: int,
+        test_episodes: int,
+        eval_seed: int,
+        num_envs: int,
+        training_envs: int,
+        control_steps_per_epoch: int,
+    ) -> None:
         super().__init__()
         self.env_factory = env
         self.env = env(num_envs)
         # Resolve the grasp caches now: a missing, corrupt or mismatched cache stops the command before
         # any run folder or collector process exists (and a missing one is collected once, here).
-        self.env.load_grasps()
+        self.env.load_grasps(training_envs, control_steps_per_epoch)
         self.val_episodes, self.test_episodes, self.eval_seed = val_episodes, test_episodes, eval_seed
         self._eval_envs: dict[int, InHandRotationEnv] = {}
 
@@ -264,10 +273,10 @@ class RolloutDataModule(EnvDataModule):
             eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
         """
         require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
-        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs)
+        steps_per_epoch = horizon * iterations_per_epoch
+        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs, num_envs, steps_per_epoch)
         self.horizon = horizon
         self.iterations_per_epoch = iterations_per_epoch
-        self.env.control_steps_per_epoch = horizon * iterations_per_epoch
         self.seed = seed
         self.collector = RolloutCollector(self.env, horizon)
         self._policy: Policy | None = None

@@ -120,8 +120,6 @@ class InHandRotationEnv:
         )
         self.kp, self.kd = self.randomizer.kp, self.randomizer.kd  # the gains each env runs with
         self.grasps: torch.Tensor | None = None
-        self.control_steps_per_epoch: int | None = None
-        """Set by the training data module; sizes the "starts repeat within an epoch" warning."""
 
     # Layout ------------------------------------------------------------------------------------
     @classmethod
@@ -248,8 +246,12 @@ class InHandRotationEnv:
         )
         return caches.save_cache(path, grasps, meta)
 
-    def load_grasps(self) -> None:
-        """Resolve one cache per object scale (local -> Hugging Face -> generation) and keep them for resets."""
+    def load_grasps(self, training_envs: int | None = None, control_steps_per_epoch: int | None = None) -> None:
+        """Resolve one cache per object scale (local -> Hugging Face -> generation) and keep them for resets.
+
+        ``training_envs`` and ``control_steps_per_epoch`` (from the data module) size the warning about caches
+        so small that episode starts repeat within an epoch; without them it is about one reset of this env.
+        """
         source = self.cache_source
         files = self.cache_files()
         if source.generate_count <= 0 and not source.hf_repo_id and not source.path:
@@ -286,18 +288,21 @@ class InHandRotationEnv:
                 counted_prefix=self.counted_cache_prefix(),
             )
             log.info("scale %g: using %d grasps from %s", self.object_scales[index], len(grasps), path)
-            self._warn_if_starts_repeat(index, len(grasps), path)
+            self._warn_if_starts_repeat(index, len(grasps), path, training_envs, control_steps_per_epoch)
             blocks.append(torch.from_numpy(grasps))
         counts = torch.tensor([len(block) for block in blocks])
         self.grasp_counts = counts
         self.grasp_offsets = torch.cumsum(counts, 0) - counts
         self.grasps = torch.cat(blocks)
 
-    def _warn_if_starts_repeat(self, scale_index: int, rows: int, path: Path) -> None:
+    def _warn_if_starts_repeat(
+        self, scale_index: int, rows: int, path: Path, training_envs: int | None, control_steps: int | None
+    ) -> None:
         """Warn when a cache is so small that episode starts repeat within one epoch (or one reset of all envs)."""
-        envs = int((self.env_scale == scale_index).sum())
-        if self.control_steps_per_epoch:
-            resets = envs * max(1, self.control_steps_per_epoch // self.episode_length)  # time-outs alone
+        assignment = contiguous_assignment(training_envs or self.num_envs, len(self.object_scales))
+        envs = int((assignment == scale_index).sum())
+        if control_steps:
+            resets = envs * max(1, control_steps // self.episode_length)  # time-outs alone
             period = "within one epoch"
         else:
             resets, period = envs, "at the first reset"
