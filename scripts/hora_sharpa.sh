@@ -19,9 +19,9 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 SCALES="0.8 0.9 1 1.1 1.2 1.3 1.4 1.5 1.6"
 unilab() { "$PYTHON" -m unilab "$@"; }
 
-# Newest run folder of logs/<algo>/SharpaInhandRotation/*_mujoco, and whether its run.json says it ended.
-newest_run() { ls -d logs/"$1"/SharpaInhandRotation/*_mujoco 2>/dev/null | sort | tail -1 || true; }
-ended() { [ -f "$1/run.json" ] && "$PYTHON" -c "import json,sys; sys.exit(json.load(open('$1/run.json'))['ended'] is None)"; }
+# Newest run folder of an algorithm's Sharpa runs, and whether its run.json says it ended (unilab.runs owns both).
+newest_run() { "$PYTHON" -m unilab.runs newest --algo "$1" --task sharpa_inhand --sim mujoco; }
+ended() { "$PYTHON" -m unilab.runs ended "$1"; }
 
 # fit_stage <log folder> <train flags...>: skip an ended run, resume an interrupted one, else start one.
 fit_stage() {

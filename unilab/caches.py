@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from unilab.errors import UnilabError
 from unilab.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "unilab"
 
 
-class CacheError(RuntimeError):
+class CacheError(UnilabError, RuntimeError):
     """A grasp cache is missing, corrupt or made for another model."""
 
 

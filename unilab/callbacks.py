@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 
 import unilab
+from unilab import runs
 from unilab.files import atomic_write
 
 PACKAGES = ("torch", "lightning", "mujoco", "motrixsim", "mujoco-menagerie", "numpy", "jsonargparse")
@@ -47,9 +48,7 @@ def run_directory(trainer: L.Trainer) -> Path | None:
     """The run folder of this fit (the logger's), or the folder of the checkpoint being tested."""
     if trainer.logger is not None and trainer.logger.log_dir:
         return Path(trainer.logger.log_dir)
-    if trainer.ckpt_path:
-        return Path(trainer.ckpt_path).resolve().parent.parent
-    return None
+    return runs.run_of_checkpoint(trainer.ckpt_path)
 
 
 class ProgressBar(TQDMProgressBar):
@@ -193,6 +192,7 @@ class EvaluationReport(L.Callback):
                 print(f"{name}: {value:.4g}")
         directory = run_directory(trainer)
         if directory is None:
+            print("eval.json and policy.onnx not written: the checkpoint is not in a run's checkpoints/ folder")
             return
         report = dict(result)
         actor = pl_module.deterministic_actor()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,15 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import unilab
+from unilab import runs
 from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
 from unilab.checkpoint_io import AtomicCheckpointIO
 from unilab.data.rollout import EnvFactory
-from unilab.files import create_unique_dir
 from unilab.router import RouterError, route_eval, route_train
 from unilab.sim.mujoco import default_num_threads
 from unilab.user_errors import check_checkpoint, concise_user_errors
 
 log = logging.getLogger("unilab")
-LOG_ROOT = "logs"
 # ckpt_path values Lightning resolves itself ("last" is resolved here: the newest run's last.ckpt).
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
 DESCRIPTION = """Train and evaluate in-hand rotation policies (LightningCLI: fit, validate, test, predict).
@@ -61,7 +59,7 @@ class RunConfigSaver(SaveConfigCallback):
 
 
 class UnilabCLI(LightningCLI):
-    """LightningCLI with observation sizes linked from the env and runs under logs/<algo>/<Task>/."""
+    """LightningCLI with observation sizes linked from the env and runs in ``unilab.runs`` folders."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.observation_dims", "model.init_args.observation_dims", apply_on="instantiate")
@@ -147,35 +145,31 @@ def warn_if_bf16_is_emulated(precision: str | int | None, accelerator: str | Non
 
 
 def newest_last_checkpoint(model: LightningModule, datamodule: LightningDataModule) -> Path:
-    """``last.ckpt`` of the newest run under logs/<algo>/<TaskClass>/*_<sim>."""
-    env = datamodule.env
+    """``last.ckpt`` of the newest run of this algorithm, task and simulator."""
     algo = getattr(model, "algo_name", type(model).__name__.lower())
-    parent = Path(LOG_ROOT) / algo / type(env).__name__
-    runs = sorted(parent.glob(f"*_{env.sim}/checkpoints/last.ckpt"))
-    if not runs:
-        raise RouterError(f"--ckpt_path last: no run with a last.ckpt under {parent}; train one first")
-    return runs[-1]
+    env = datamodule.env
+    try:
+        return runs.newest_last_checkpoint(algo, type(env).__name__, env.sim)
+    except runs.RunError as error:
+        raise RouterError(str(error)) from None
 
 
 def default_logger(model: LightningModule, datamodule: LightningDataModule) -> TensorBoardLogger:
-    """TensorBoard logger writing to logs/<algo>/<TaskClass>/<timestamp>_<sim>/.
-
-    The folder is created exclusively: a second fit started in the same second gets ``<timestamp>b_<sim>``.
-    """
+    """TensorBoard logger writing into a new run folder (``unilab.runs.new_run``)."""
     env = datamodule.env
     algo = getattr(model, "algo_name", type(model).__name__.lower())
-    name = f"{algo}/{type(env).__name__}"
-    run = create_unique_dir(Path(LOG_ROOT) / name, datetime.now().strftime("%Y%m%d_%H%M%S"), f"_{env.sim}")
-    return TensorBoardLogger(save_dir=LOG_ROOT, name=name, version=run.name)
+    run = runs.new_run(algo, type(env).__name__, env.sim)
+    return run_logger(run)
 
 
 def resumed_logger(ckpt_path: str | None) -> TensorBoardLogger | None:
-    """Keep logging into the run folder of a checkpoint under logs/<algo>/<Task>/<run>/checkpoints/."""
-    if not ckpt_path or not Path(ckpt_path).is_file():
-        return None
-    run = Path(ckpt_path).parent.parent
-    if run.parent.parent.parent.name != LOG_ROOT:
-        return None
+    """Keep logging into the run folder of a checkpoint kept in ``<run>/checkpoints/``."""
+    run = runs.run_of_checkpoint(ckpt_path)
+    return None if run is None or len(run.parents) < 3 else run_logger(run)
+
+
+def run_logger(run: Path) -> TensorBoardLogger:
+    """A TensorBoard logger whose ``log_dir`` is ``run`` (``<root>/<algo>/<Task>/<run>``)."""
     return TensorBoardLogger(
         save_dir=str(run.parents[2]), name=f"{run.parents[1].name}/{run.parent.name}", version=run.name
     )

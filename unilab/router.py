@@ -10,17 +10,16 @@ Trailing ``--a.b value`` arguments pass through to LightningCLI; the reference t
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-log = logging.getLogger(__name__)
+from unilab import runs
+from unilab.errors import UnilabError
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
-LOG_ROOT = Path("logs")
 REFERENCE_KEYS = {
     "algo.num_envs": "--data.num_envs",
     "algo.max_iterations": None,  # -> --trainer.max_epochs (rounded up to whole epochs)
@@ -38,7 +37,7 @@ COLLECT_KEYS = {
 }
 
 
-class RouterError(ValueError):
+class RouterError(UnilabError, ValueError):
     """Bad flags or combinations; the message lists what exists."""
 
 
@@ -72,67 +71,20 @@ def task_class_name(task: str) -> str:
     return get_task(task).__name__
 
 
-def find_run(algo: str, task: str, sim: str, selector: str, log_root: Path = LOG_ROOT) -> Path:
-    """Run folder ``logs/<algo>/<TaskClass>/<timestamp>_<sim>``: ``-1`` is the newest, else a folder name or path.
-
-    ``-N`` counts only runs that saved a checkpoint: a fit that failed or was stopped before its first
-    epoch ended leaves a folder with nothing to evaluate or resume.
-    """
-    parent = log_root / algo / task_class_name(task)
-    runs = sorted(p for p in parent.glob(f"*_{sim}") if p.is_dir()) if parent.is_dir() else []
-    if selector.lstrip("-").isdigit() and int(selector) < 0:
-        saved = [run for run in runs if any((run / "checkpoints").glob("*.ckpt"))]
-        if len(saved) < -int(selector):
-            unsaved = f" ({len(runs) - len(saved)} without checkpoints)" if len(runs) > len(saved) else ""
-            raise RouterError(
-                f"no run of {algo}/{task}/{sim} with checkpoints under {parent}{unsaved}; train one first"
-            )
-        return saved[int(selector)]
-    run = parent / selector
-    if not run.is_dir() and (Path(selector) / "config.yaml").is_file():  # a run folder given by its path
-        run = Path(selector)
-    if not run.is_dir():
-        names = [p.name for p in runs] or ["none"]
-        raise RouterError(f"run {selector!r} not found under {parent}; runs there: {', '.join(names)}")
-    return run
-
-
-def run_algo(algo: str, profile: str | None) -> str:
-    """Folder name of an algorithm's runs: a HORA teacher (``--profile hora``) of ppo logs under hora_ppo."""
-    return f"hora_{algo}" if profile == "hora" else algo
+def find_run(algo: str, task: str, sim: str, selector: str, root: Path | None = None) -> Path:
+    """Run folder of ``task`` (a registered task name): ``-1`` is the newest, else a folder name or path."""
+    try:
+        return runs.find_run(algo, task_class_name(task), sim, selector, root)
+    except runs.RunError as error:
+        raise RouterError(str(error)) from None
 
 
 def checkpoint_file(run: Path, which: str) -> Path:
-    """``last``, ``best`` or an epoch number N (``epoch_N.ckpt``).
-
-    ``last`` is the newest checkpoint that loads: a ``last.ckpt`` that is missing or unreadable (a crash
-    of an older unilab, a damaged disk) gives way to the newest other checkpoint of the run, with a warning.
-    """
-    folder = run / "checkpoints"
-    name = {"last": "last.ckpt", "best": "best.ckpt"}.get(which, f"epoch_{which}.ckpt")
-    path = folder / name
-    if which == "last":
-        others = sorted((p for p in folder.glob("*.ckpt") if p.name != name), key=lambda p: p.stat().st_mtime)
-        for candidate in [path, *reversed(others)]:
-            if candidate.exists() and loads(candidate):
-                if candidate != path:
-                    log.warning("%s is missing or unreadable; continuing from %s", path, candidate.name)
-                return candidate
-    if not path.exists():
-        have = sorted(p.name for p in folder.glob("*.ckpt")) or ["none"]
-        raise RouterError(f"checkpoint {path} does not exist; checkpoints of this run: {', '.join(have)}")
-    return path
-
-
-def loads(path: Path) -> bool:
-    """Whether ``path`` is a readable Lightning checkpoint (its tensors are mapped, not read)."""
-    from unilab.user_errors import CheckpointError, check_checkpoint
-
+    """``last``, ``best`` or an epoch number N of a run (``unilab.runs.checkpoint_file``)."""
     try:
-        check_checkpoint(path)
-    except CheckpointError:
-        return False
-    return True
+        return runs.checkpoint_file(run, which)
+    except runs.RunError as error:
+        raise RouterError(str(error)) from None
 
 
 def translate(extra: list[str], table: dict[str, str | None], config: Path) -> tuple[list[str], str | None]:
@@ -193,7 +145,7 @@ def route_train(argv: list[str]) -> Route:
     args, load_run = translate(extra, REFERENCE_KEYS, config)
     load_run = known.load_run or load_run
     if known.resume or load_run is not None:
-        run = find_run(run_algo(known.algo, known.profile), known.task, known.sim, load_run or "-1")
+        run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.sim, load_run or "-1")
         ckpt = checkpoint_file(run, known.checkpoint)
         return Route(["fit", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *args])
     return Route(["fit", "--config", str(config), *args])
@@ -205,7 +157,7 @@ def route_eval(argv: list[str]) -> Route:
     known, extra = parser.parse_known_args(argv)
     config = config_path(known.algo, known.task, known.sim, known.profile)
     args, load_run = translate(extra, REFERENCE_KEYS, config)
-    run = find_run(run_algo(known.algo, known.profile), known.task, known.sim, known.load_run or load_run or "-1")
+    run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.sim, known.load_run or load_run or "-1")
     ckpt = checkpoint_file(run, known.checkpoint)
     restore = ["--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}"]
     then = ()

@@ -9,17 +9,14 @@ from pathlib import Path
 
 import torch
 
-from unilab.caches import CacheError
-from unilab.sim.motrix import MotrixError
-from unilab.sim.scene import SceneError
-from unilab.video import RenderingError
+from unilab.errors import UnilabError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # What unilab raises for a bad config value, cache, model or checkpoint; the message says what to do.
-USER_ERRORS = (ValueError, CacheError, SceneError, MotrixError, RenderingError)
+USER_ERRORS = (ValueError, UnilabError)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UnilabError, ValueError):
     """A ``ckpt_path`` that does not exist or is not a Lightning checkpoint."""
 
 

@@ -20,12 +20,13 @@ from jsonargparse.typing import PositiveInt
 from PIL import Image
 
 from unilab.data.rollout import EnvFactory
+from unilab.errors import UnilabError
 from unilab.files import atomic_write
 from unilab.sim.scene import OBJECT_BODY, SceneLayout, build_scene
 from unilab.tasks.base import InHandRotationEnv
 
 
-class RenderingError(RuntimeError):
+class RenderingError(UnilabError, RuntimeError):
     """Offscreen rendering is not available on this machine."""
 
 

@@ -29,25 +29,26 @@ TEACHER_FAMILIES = ("ppo", "appo")
 
 @dataclass
 class TeacherSource:
-    """Where the frozen teacher comes from: a checkpoint file, or a run of ``logs/hora_<algo_family>/``.
+    """Where the frozen teacher comes from: a checkpoint file, or a ``hora_<algo_family>`` run (``unilab.runs``).
 
     Attributes:
         checkpoint_path: A teacher checkpoint file; when set, the run selectors below are ignored.
         algo_family: ``ppo`` or ``appo``: which HORA teacher runs to look in.
         run: ``-1`` (the newest run of this task and simulator) or a run folder name.
         checkpoint: ``last``, ``best`` or an epoch number N.
-        log_root: Folder holding the runs.
+        log_root: Folder holding the runs (default: ``unilab.runs.log_root()``).
     """
 
     checkpoint_path: str | None = None
     algo_family: str = "ppo"
     run: str = "-1"
     checkpoint: str = "last"
-    log_root: str = "logs"
+    log_root: str | None = None
 
     def resolve(self, task_name: str, sim: str) -> Path:
         """The checkpoint file, or a FileNotFoundError naming what was looked for."""
-        from unilab.router import RouterError, checkpoint_file, find_run, run_algo
+        from unilab import runs
+        from unilab.tasks import get_task
 
         if self.checkpoint_path:
             path = Path(self.checkpoint_path)
@@ -56,13 +57,15 @@ class TeacherSource:
             return path
         if self.algo_family not in TEACHER_FAMILIES:
             raise ValueError(f"model.teacher.algo_family must be one of {TEACHER_FAMILIES}, got {self.algo_family!r}")
-        algo = run_algo(self.algo_family, "hora")
+        algo = runs.run_algo(self.algo_family, "hora")
+        root = runs.log_root() if self.log_root is None else Path(self.log_root)
         try:
-            return checkpoint_file(find_run(algo, task_name, sim, str(self.run), Path(self.log_root)), self.checkpoint)
-        except RouterError as error:
+            run = runs.find_run(algo, get_task(task_name).__name__, sim, str(self.run), root)
+            return runs.checkpoint_file(run, self.checkpoint)
+        except runs.RunError as error:
             raise FileNotFoundError(
                 f"no HORA teacher to distil: looked for run {self.run!r}, checkpoint {self.checkpoint!r} of "
-                f"{self.log_root}/{algo}/ for task {task_name} on {sim}: {error}. Train one with "
+                f"{root}/{algo}/ for task {task_name} on {sim}: {error}. Train one with "
                 f"`train --algo {self.algo_family} --task {task_name} --sim {sim} --profile hora`, "
                 "or set model.teacher.checkpoint_path"
             ) from None

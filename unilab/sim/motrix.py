@@ -19,6 +19,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from unilab.errors import UnilabError
 from unilab.sim.base import Capabilities, contiguous_assignment
 from unilab.sim.mujoco import default_num_threads
 from unilab.sim.scene import OBJECT_BODY
@@ -37,7 +38,7 @@ class SensorPlan:
     contact_sensors: list[str]
 
 
-class MotrixError(RuntimeError):
+class MotrixError(UnilabError, RuntimeError):
     """MotrixSim is missing or refused the scene."""
 
 

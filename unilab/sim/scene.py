@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from unilab.errors import UnilabError
 from unilab.sim.hand_spec import HandSpec
 
 OBJECT_BODY = "object"
@@ -25,7 +26,7 @@ SHARED_MENAGERIE_HINT = (
 )
 
 
-class SceneError(RuntimeError):
+class SceneError(UnilabError, RuntimeError):
     """A scene cannot be built from the configured hand and object."""
 
 
