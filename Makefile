@@ -18,6 +18,9 @@ $(BIN)/unilab: pyproject.toml
 	touch $(BIN)/unilab
 
 setup: $(BIN)/unilab
+	@# `source .venv/bin/activate` then also finds the offline Menagerie models (the README's commands rely on it).
+	@if [ -n "$(MENAGERIE_ROOT)" ] && ! grep -q MENAGERIE_ROOT $(BIN)/activate; then \
+		echo 'export MENAGERIE_ROOT=$${MENAGERIE_ROOT:-$(MENAGERIE_ROOT)}' >> $(BIN)/activate; fi
 
 train: setup
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m unilab fit --config $(CONFIG)

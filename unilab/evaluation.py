@@ -1,4 +1,4 @@
-"""Policy evaluation on a fixed manifest of deterministic episodes (TASKS.md §6).
+"""Policy evaluation on a fixed manifest of deterministic episodes (docs/spec.md §6).
 
 One env per episode, every episode starts at step 0 from a seeded reset and runs until it
 drops the object or reaches the time-out; the policy acts with its mean. Metrics follow HORA:

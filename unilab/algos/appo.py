@@ -1,4 +1,4 @@
-"""APPO: asynchronous PPO with V-trace and the IMPACT ratio, as a LightningModule (TASKS.md §5).
+"""APPO: asynchronous PPO with V-trace and the IMPACT ratio, as a LightningModule (docs/spec.md §5).
 
 A collector process (``AsyncRolloutDataModule``) steps the envs with a slightly stale policy copy
 while this module trains; one ``training_step`` takes the next rollout from the ring, replays some

@@ -1,4 +1,4 @@
-"""HORA student distillation as a LightningModule (TASKS.md §5).
+"""HORA student distillation as a LightningModule (docs/spec.md §5).
 
 A frozen HORA teacher (PPO or APPO run with ``--profile hora``) gives the extrinsics latent z from
 privileged observations; the student's adaptation module predicts z from the 30-frame
@@ -197,7 +197,7 @@ class HoraDistill(PolicyAlgorithm):
             history_group: Observation group holding the flattened proprioceptive history.
             history_frames: Frames in that history (its size must be a multiple).
             channels: Width of the adaptation module's per-step embedding and convolutions.
-            optimizer: Optimiser factory for the adaptation module (TASKS.md: Adam, lr 3e-4).
+            optimizer: Optimiser factory for the adaptation module (docs/spec.md §5: Adam, lr 3e-4).
             num_learning_epochs: Passes over each rollout.
             num_mini_batches: Minibatches per pass.
         """

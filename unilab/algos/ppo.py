@@ -1,4 +1,4 @@
-"""PPO as a LightningModule with manual optimisation (TASKS.md §5).
+"""PPO as a LightningModule with manual optimisation (docs/spec.md §5).
 
 One ``training_step`` is one PPO iteration: the batch is a full rollout from the
 RolloutDataModule; the module runs epochs x minibatches of clipped-surrogate updates.

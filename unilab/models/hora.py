@@ -1,4 +1,4 @@
-"""HORA networks (TASKS.md §5): the privileged encoder of the teacher and the student's adaptation module."""
+"""HORA networks (docs/spec.md §5): the privileged encoder of the teacher and the student's adaptation module."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Allegro ball rotation (task ``allegro_inhand``, TASKS.md §2).
+"""Allegro ball rotation (task ``allegro_inhand``, docs/spec.md §2).
 
 The ball's nominal position is the fingertip centroid of the home pose (x, y) at the height where
 the home grasp holds it. An episode terminates when the ball centre falls 1.5 cm below its
@@ -54,20 +54,18 @@ class AllegroInhandRotation(InHandRotationEnv):
             num_threads: Simulator threads (default: the cores this process may use).
             cache: Where grasp caches come from (path, folder, Hugging Face, generation size).
             cache_name: File name of the full cache looked up in the folder and on Hugging Face.
-            reward_weights: Weight per reward term (default TASKS.md §2); missing terms are off.
+            reward_weights: Weight per reward term (default docs/spec.md §2); missing terms are off.
             episode_length: Control steps before a time-out (20 s at 20 Hz).
             action_scale: Delta-target gain: target += action * action_scale (rad).
             joint_noise: Half-width of uniform noise on the normalised joint observations.
-            impratio: Elliptic-cone impedance ratio. The reference used 40 with 5 no-slip iterations;
-                measured here (256 envs, 2 cores, random actions) that halves env throughput
-                (4.2k -> 2.1k steps/s) for no NaN resets either way and 19 % fewer drops, so the
-                default is 1 with no no-slip.
+            impratio: Elliptic-cone impedance ratio; the reference's 40 with 5 no-slip iterations halves
+                the speed for no stability gain (docs/results.md, "Allegro solver options").
             noslip_iterations: No-slip solver iterations (reference 5, default 0; see ``impratio``).
             domain_randomization: Randomised terms (all off by default for Allegro).
             seed: Seed of resets, observation noise and cache generation.
         """
-        # The sparse constraint Jacobian steps this 22-dof scene 7 % faster than MuJoCo's automatic (dense)
-        # choice, with the same trajectory to round-off (2026-11-25, 2 cores); Sharpa's is faster dense.
+        # Sparse constraint Jacobian: faster than MuJoCo's automatic (dense) choice here, same trajectory
+        # (docs/results.md, "Allegro solver options"); Sharpa's scene is faster dense.
         physics = PhysicsOptions(
             timestep=0.005,
             substeps=10,

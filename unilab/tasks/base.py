@@ -1,4 +1,4 @@
-"""InHandRotationEnv: the vectorised in-hand rotation env over any SimBackend (TASKS.md §1).
+"""InHandRotationEnv: the vectorised in-hand rotation env over any SimBackend (docs/spec.md §1).
 
 All envs advance together; observations, rewards, terminations and resets are torch operations
 over the batch. Observations come as named groups (``policy``, ``critic``, ...) so a teacher and
@@ -200,7 +200,7 @@ class InHandRotationEnv:
         )
 
     def grasp_criteria(self) -> GraspCriteria:
-        """Grasp-collection criteria for this task (TASKS.md)."""
+        """Grasp-collection criteria for this task (docs/spec.md)."""
         raise NotImplementedError
 
     def collect_grasps(

@@ -1,4 +1,4 @@
-"""Domain randomisation shared by both hands (TASKS.md §3), applied through backend setters.
+"""Domain randomisation shared by both hands (docs/spec.md §3), applied through backend setters.
 
 Every term is switched separately in config. Reset-time terms are drawn for the envs being reset;
 the random object force evolves every step. The values drawn feed the ``privileged`` group.

@@ -1,7 +1,7 @@
 """Reward terms and the kinematic quantities they use: pure functions, batch-first torch tensors.
 
 Every term returns shape (N,) and is *unweighted*; weights come from the task config and the
-weighted sum is multiplied by ``ctrl_dt`` (TASKS.md §1).
+weighted sum is multiplied by ``ctrl_dt`` (docs/spec.md §1).
 """
 
 from __future__ import annotations

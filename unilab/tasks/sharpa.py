@@ -1,4 +1,4 @@
-"""Sharpa Wave cylinder rotation (task ``sharpa_inhand``, TASKS.md §3).
+"""Sharpa Wave cylinder rotation (task ``sharpa_inhand``, docs/spec.md §3).
 
 The hand is fixed at (0, 0, 0.5), rotated -70 deg about world y (palm up), gravity-compensated.
 The cylinder (axis along world z) starts at the centroid of the five elastomer pads in the
@@ -82,7 +82,7 @@ class SharpaInhandRotation(InHandRotationEnv):
             scale_list: Object scales (default 0.8, 0.9, ..., 1.6); one compiled model and one grasp cache each.
             cache: Where grasp caches come from; ``generate_count`` grasps per missing scale.
             cache_prefix: Cache files are ``<prefix>_<scale %g>.npy``.
-            reward_weights: Weight per reward term (default TASKS.md §3).
+            reward_weights: Weight per reward term (default docs/spec.md §3).
             domain_randomization: Randomised terms (all on by default).
             episode_length: Control steps before a time-out.
             action_scale: Delta-target gain (rad per unit action).
