@@ -19,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from unilab.sim.mujoco import default_num_threads
+from unilab.cpu_share import default_num_threads
 from unilab.tasks import get_task
 from unilab.tasks.randomization import FULL_RANDOMIZATION
 

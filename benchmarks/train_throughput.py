@@ -36,8 +36,8 @@ import lightning as L
 import torch
 from env_throughput import measure as measure_env_and_physics  # sibling script (benchmarks/ is on sys.path)
 
+from unilab.cpu_share import default_num_threads
 from unilab.data.async_rollout import AsyncRolloutDataModule
-from unilab.sim.mujoco import default_num_threads
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PERF_KEYS = (

@@ -34,7 +34,7 @@ def test_written_files_get_the_umask_mode_like_open(tmp_path):
 def test_progress_bar_shows_counts_as_integers():
     from types import SimpleNamespace
 
-    from unilab.callbacks import ProgressBar
+    from unilab.callbacks import TrainingProgressBar
 
     trainer = SimpleNamespace(progress_bar_metrics={"it": 37.0, "sps": 2980.4, "rew": 0.12345}, loggers=[], logger=None)
-    assert ProgressBar().get_metrics(trainer, None) == {"it": "37", "sps": "2980", "rew": "0.123"}
+    assert TrainingProgressBar().get_metrics(trainer, None) == {"it": "37", "sps": "2980", "rew": "0.123"}

@@ -51,7 +51,7 @@ def run_directory(trainer: L.Trainer) -> Path | None:
     return runs.run_of_checkpoint(trainer.ckpt_path)
 
 
-class ProgressBar(TQDMProgressBar):
+class TrainingProgressBar(TQDMProgressBar):
     """Lightning's bar without the logger version (``v_num``), which says nothing here."""
 
     def get_metrics(self, trainer, pl_module) -> dict:

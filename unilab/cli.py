@@ -23,11 +23,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 import unilab
 from unilab import runs
-from unilab.callbacks import EvaluationReport, PredictionReport, ProgressBar, RunMetadata
+from unilab.callbacks import EvaluationReport, PredictionReport, RunMetadata, TrainingProgressBar
 from unilab.checkpoint_io import AtomicCheckpointIO
+from unilab.cpu_share import default_num_threads
 from unilab.data.rollout import EnvFactory
 from unilab.router import RouterError, route_eval, route_train
-from unilab.sim.mujoco import default_num_threads
 from unilab.user_errors import check_checkpoint, concise_user_errors
 
 log = logging.getLogger("unilab")
@@ -37,6 +37,23 @@ DESCRIPTION = """Train and evaluate in-hand rotation policies (LightningCLI: fit
 Also: `python -m unilab train|eval --algo A --task T --sim S` (the reference tool's flags; --help lists
 them), `python -m unilab collect --config configs/<algo>/<task>_grasp/<sim>.yaml` (grasp caches) and
 `python -m unilab render --run <run folder>` (GIFs of the episodes `predict` recorded)."""
+# Warnings that say nothing a unilab user can act on, each with the reason; silenced once, in ``main``.
+QUIET_WARNINGS = (
+    # Lightning 2.6 builds torch's deprecated LeafSpec at every fit start.
+    (r"`isinstance\(treespec, LeafSpec\)`", FutureWarning),
+    # A resumed run saves back into its own checkpoints/ folder; new runs get a fresh folder.
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
+    # test/validate/predict leave the checkpoint callbacks out on purpose (they train nothing).
+    (r"Be aware that when using `ckpt_path`, callbacks used", UserWarning),
+    # train/eval replace the command line with the routed arguments on purpose.
+    (r"LightningCLI's args parameter is intended", UserWarning),
+    # A HORA student's frozen teacher is in eval mode on purpose.
+    (r"Found \d+ module\(s\) in eval mode at the start of training", UserWarning),
+    # Rollouts are made in this process: ``__len__`` of an iterable dataset can only be wrong across
+    # worker processes, and loader workers would copy the envs instead of speeding anything up.
+    (r"Your `IterableDataset` has `__len__` defined", UserWarning),
+    (r"The '.*' does not have many workers", UserWarning),
+)
 TRAINER_DEFAULTS = {
     "log_every_n_steps": 1,
     "check_val_every_n_epoch": 5,
@@ -84,8 +101,6 @@ class UnilabCLI(LightningCLI):
         if check_data is not None and self.datamodule is not None:
             with concise_user_errors():
                 check_data(self.datamodule)  # before the logger makes a run folder
-        # Lightning 2.6 builds torch's deprecated LeafSpec at every fit start; nothing a user can act on.
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
         trainer_config = self._get(self.config_init, "trainer", default={})
         ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
         if ckpt_path == "last":  # the newest run of this algo/task/sim, continued in its own folder
@@ -97,9 +112,6 @@ class UnilabCLI(LightningCLI):
             kwargs["logger"] = False  # it has nothing to log; predictions.npz goes to the checkpoint's run folder
         elif trainer_config.get("logger") in (None, True):
             resumed = resumed_logger(ckpt_path)
-            if resumed is not None:
-                # A resumed run saves back into its own checkpoints/ folder, which Lightning warns is not empty.
-                warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             kwargs["logger"] = resumed or default_logger(self.model, self.datamodule)
         callbacks = trainer_config.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
@@ -109,8 +121,6 @@ class UnilabCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
             # Nor is the config: it would replace the run's fit config.yaml, which `train --resume` reads.
             self.save_config_callback = None
-            # Lightning would ask for the checkpoint callbacks back; leaving them out is the point.
-            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used")
         elif trainer_config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
@@ -123,7 +133,7 @@ class UnilabCLI(LightningCLI):
         metadata = RunMetadata(seed=seed, command=self.command)
         kwargs["callbacks"] = [*callbacks, metadata, EvaluationReport(), PredictionReport()]
         if trainer_config.get("enable_progress_bar") is not False:
-            kwargs["callbacks"].append(ProgressBar())
+            kwargs["callbacks"].append(TrainingProgressBar())
         return super().instantiate_trainer(**kwargs)
 
 
@@ -205,12 +215,12 @@ def collect(
         output: Output file (default: the task's cache folder and name).
         seed: Seed of the pose perturbations.
     """
-    from unilab.tasks.grasp import ProgressBar
+    from unilab.tasks.grasp import GraspProgressBar
 
     task = env(1)
     task.rng = np.random.default_rng(seed)
     path = Path(output) if output else task.cache_source.directory() / task.cache_files(count)[0][1]
-    with ProgressBar(count, f"{task.task_name}_grasp") as bar:
+    with GraspProgressBar(count, f"{task.task_name}_grasp") as bar:
         task.write_grasp_cache(path, count, num_envs=num_envs, progress=bar.update)
     stats = task.last_collection_stats
     print(
@@ -235,8 +245,8 @@ def train() -> None:
     _route_script("train")
 
 
-def evaluate() -> None:
-    """Console script ``eval`` (same as ``python -m unilab eval``; a shell's builtin ``eval`` wins, use that)."""
+def eval_script() -> None:
+    """Console script ``unilab-eval`` (same as ``python -m unilab eval``)."""
     _route_script("eval")
 
 
@@ -254,6 +264,8 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     if unilab.WAIT_POLICY_NOTE:
         log.info(unilab.WAIT_POLICY_NOTE)
     torch.set_num_threads(default_num_threads())
+    for message, category in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
         return collect_main(argv[1:])
@@ -265,8 +277,6 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     if argv and argv[0] in ("train", "eval"):
         route = (route_train if argv[0] == "train" else route_eval)(argv[1:])
         log.info("%s -> python -m unilab %s", argv[0], " ".join(route.args))
-        # The routed arguments replace the command line on purpose; LightningCLI would warn about both.
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         result = main(route.args)
         for args in route.then:
             log.info("then -> python -m unilab %s", " ".join(args))

@@ -14,6 +14,12 @@ import os
 import sys
 import time
 
+
+def default_num_threads() -> int:
+    """Cores this process may use: the thread count of the simulator and of torch (they alternate)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 BUSY_CORES_FOR_PASSIVE = 0.5
 """Cores kept busy by other processes from which waiting passively pays."""
 

@@ -213,7 +213,7 @@ class APPO(PolicyAlgorithm):
         hp = self.hparams
         obs = self._flat_obs(data)
         actions = data["actions"].reshape(-1, data["actions"].shape[-1])
-        log_prob, entropy, values, dist = self.policy.evaluate(obs, actions)
+        log_prob, entropy, values, dist = self.policy.evaluate_actions(obs, actions)
         shape = data["rewards"].shape
         with torch.no_grad():
             returns, advantages = self._vtrace(data, log_prob.detach().view(shape), values.detach().view(shape))
@@ -256,7 +256,7 @@ class APPO(PolicyAlgorithm):
             permutation = torch.randperm(batch_size, device=advantages.device)
             for start in range(0, batch_size, minibatch):
                 idx = permutation[start : start + minibatch]
-                log_prob, entropy, values, dist = self.policy.evaluate(
+                log_prob, entropy, values, dist = self.policy.evaluate_actions(
                     {name: value[idx] for name, value in obs.items()}, actions[idx]
                 )
                 with torch.no_grad():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,8 +239,6 @@ class HoraDistill(PolicyAlgorithm):
             self.teacher_record["hparams"] = hparams
         frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
         self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
-        # The frozen teacher is in eval mode on purpose; Lightning would warn about it at every fit start.
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
     @property
     def policy(self) -> ActorCritic:

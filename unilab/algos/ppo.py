@@ -144,7 +144,7 @@ class PPO(PolicyAlgorithm):
                 for start in range(0, batch_size, minibatch):
                     idx = permutation[start : start + minibatch]
                     obs = {name: value[idx] for name, value in batch.obs.items()}
-                    log_prob, entropy, values, dist = self.policy.evaluate(obs, batch.actions[idx])
+                    log_prob, entropy, values, dist = self.policy.evaluate_actions(obs, batch.actions[idx])
                     with torch.no_grad():
                         kl = self._mean_over_ranks(
                             gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev)

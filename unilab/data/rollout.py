@@ -7,7 +7,6 @@ policy (no grad), returns and advantages from GAE with time-out bootstrap, flatt
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -309,10 +308,6 @@ class RolloutDataModule(EnvDataModule):
 
 def in_process_loader(items: IterableDataset | list) -> DataLoader:
     """Yield the items one at a time, in this process (envs and collectors are never copied to workers)."""
-    # Lightning's two worker warnings do not apply here: ``__len__`` of an iterable dataset can only be wrong
-    # across worker processes, and more workers would copy the envs instead of speeding anything up.
-    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
-    warnings.filterwarnings("ignore", message="The '.*' does not have many workers")
     return DataLoader(items, batch_size=None, num_workers=0)
 
 

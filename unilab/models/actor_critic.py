@@ -91,7 +91,7 @@ class ActorCritic(nn.Module):
         actions = dist.mean if deterministic else dist.sample()
         return actions, dist.log_prob(actions).sum(-1), self.value(obs), dist.mean
 
-    def evaluate(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
+    def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
         """Log-prob, entropy, value and the distribution for a batch of stored actions."""
         dist = self.distribution(obs)
         return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1), self.value(obs), dist

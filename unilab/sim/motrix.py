@@ -19,9 +19,9 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from unilab.cpu_share import default_num_threads
 from unilab.errors import UnilabError
 from unilab.sim.base import Capabilities, contiguous_assignment
-from unilab.sim.mujoco import default_num_threads
 from unilab.sim.scene import OBJECT_BODY
 
 log = logging.getLogger(__name__)

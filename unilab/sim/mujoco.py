@@ -8,22 +8,17 @@ then every env gets its own model copy (``mujoco.rollout`` accepts one model per
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 
 import mujoco
 import numpy as np
 from mujoco import rollout
 
+from unilab.cpu_share import default_num_threads
 from unilab.sim.base import Capabilities, contiguous_assignment
 from unilab.sim.scene import OBJECT_BODY
 
 STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
-
-
-def default_num_threads() -> int:
-    """Cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class MujocoBackend:

@@ -21,7 +21,7 @@ from unilab.sim import contiguous_assignment, make_backend
 from unilab.sim.hand_spec import HandSpec
 from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene, hand_fingerprint
 from unilab.tasks import rewards as R
-from unilab.tasks.grasp import GraspCollector, GraspCriteria, ProgressBar
+from unilab.tasks.grasp import GraspCollector, GraspCriteria, GraspProgressBar
 from unilab.tasks.randomization import DomainRandomization, Randomizer
 
 log = logging.getLogger(__name__)
@@ -276,7 +276,7 @@ class InHandRotationEnv:
 
             def generate(target: Path, n: int, index: int = index) -> None:
                 label = f"collecting grasps (scale {self.object_scales[index]:g})"
-                with ProgressBar(n, label) as bar:
+                with GraspProgressBar(n, label) as bar:
                     self.write_grasp_cache(target, n, progress=bar.update, scale_index=index)
 
             grasps, path = caches.resolve_cache(

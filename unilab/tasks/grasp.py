@@ -147,7 +147,7 @@ class GraspCollector:
         return accepted
 
 
-class ProgressBar:
+class GraspProgressBar:
     """A tqdm bar showing accepted grasps, acceptance rate and grasps per second."""
 
     def __init__(self, total: int, description: str = "grasps") -> None:
@@ -157,7 +157,7 @@ class ProgressBar:
         self.bar.update(stats.accepted - self.bar.n)
         self.bar.set_postfix(rate=f"{100 * stats.acceptance_rate:.1f}%", candidates=stats.candidates, refresh=False)
 
-    def __enter__(self) -> ProgressBar:
+    def __enter__(self) -> GraspProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:
