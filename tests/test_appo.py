@@ -271,8 +271,9 @@ def test_single_update_folds_the_target_pass_without_changing_the_step():
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_single_update_drives_the_adaptive_lr_by_the_kl_of_its_own_step():
-    module = tiny_appo(desired_kl=10.0)  # any real step is far below the target -> lr x 1.1
+@pytest.mark.parametrize(("overrides", "factor"), [({}, 1.1), ({"lr_factor": 1.3}, 1.3)])
+def test_single_update_drives_the_adaptive_lr_by_the_kl_of_its_own_step(overrides, factor):
+    module = tiny_appo(desired_kl=10.0, **overrides)  # any real step is far below the target -> lr x factor
     data = random_batch()
     obs = module._flat_obs(data)
     before = copy.deepcopy(module.policy).distribution(obs)
@@ -283,7 +284,7 @@ def test_single_update_drives_the_adaptive_lr_by_the_kl_of_its_own_step():
     expected = gaussian_kl(before.mean, before.stddev, after.mean, after.stddev)
     assert stats["policy/kl"] > 0
     torch.testing.assert_close(torch.tensor(stats["policy/kl"]), expected.detach())
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.1 * lr)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(factor * lr)
 
 
 def test_ctrl_c_on_appo_stops_quietly_and_keeps_the_run(tmp_path, cache_dir):

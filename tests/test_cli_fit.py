@@ -94,6 +94,8 @@ def test_seeded_fits_are_reproducible(tmp_path, monkeypatch, cache_dir):
         ("--model.gae_lambda=2", "model.gae_lambda must be in [0, 1], got 2"),
         ("--model.desired_kl=-0.1", "model.desired_kl must be > 0, got -0.1"),
         ("--model.init_std=-1", "model.init_std must be > 0, got -1"),
+        ("--model.lr_factor=0.9", "model.lr_factor must be > 1, got 0.9"),
+        ("--model.kl_band=[2.0, 0.5]", "model.kl_band must be (low, high), 0 < low <= 1 <= high, got (2.0, 0.5)"),
         ("--model.optimizer.init_args.lr=-1", "model.optimizer: Invalid learning rate: -1"),
     ],
 )

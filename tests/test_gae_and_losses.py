@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
+from unilab.algos.losses import (
+    KLAdaptiveLR,
+    adaptive_learning_rate,
+    clipped_surrogate_loss,
+    clipped_value_loss,
+    gaussian_kl,
+)
 from unilab.data.rollout import gae
 
 GAMMA, LAM = 0.9, 0.5
@@ -100,3 +106,11 @@ def test_normalisers_merged_over_ranks_equal_one_normaliser_that_saw_everything(
         assert float(normalizer.count) == pytest.approx(float(reference.count))
     # a second round starts from the merged statistics
     assert torch.count_nonzero(ranks[0].delta_row()[:1]) == 0
+
+
+def test_kl_rule_object_uses_its_own_factor_and_band():
+    rule = KLAdaptiveLR(desired_kl=0.02, factor=1.1, kl_band=(1 / 1.2, 1.2))  # APPO's
+    assert rule(1e-3, 0.03) == pytest.approx(1e-3 / 1.1)  # above 1.2 x target: PPO's band (2x) would keep it
+    assert rule(1e-3, 0.02) == pytest.approx(1e-3)
+    assert rule(1e-3, 0.015) == pytest.approx(1.1e-3)  # below target / 1.2
+    assert KLAdaptiveLR()(1e-3, 0.03) == pytest.approx(1e-3)  # PPO's defaults: inside [0.5, 2] x target

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import PolicyAlgorithm, check_actor_critic_hparams, check_groups
-from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
+from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
+from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.vtrace import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
 from unilab.data.rollout import mean_metrics
 
 
-class APPO(PolicyAlgorithm):
+class APPO(ActorCriticAlgorithm):
     """Asynchronous proximal policy optimisation with an asymmetric actor-critic."""
 
     algo_name = "appo"
@@ -40,6 +40,8 @@ class APPO(PolicyAlgorithm):
         schedule: str = "adaptive",
         desired_kl: float = 0.02,
         lr_bounds: tuple[float, float] = (1e-5, 1e-2),
+        lr_factor: float = 1.1,
+        kl_band: tuple[float, float] = (1 / 1.2, 1.2),
         gamma: float = 0.99,
         vtrace_lambda: float = 0.95,
         clip_param: float = 0.2,
@@ -66,9 +68,12 @@ class APPO(PolicyAlgorithm):
             activation: Hidden activation (elu, relu, tanh, silu).
             init_std: Initial action standard deviation.
             optimizer: Optimiser factory (e.g. ``torch.optim.Adam`` with ``lr``); its lr is the initial one.
-            schedule: ``adaptive`` (KL-driven, x/÷ 1.1 outside [target/1.2, 1.2 target]) or ``fixed``.
+            schedule: ``adaptive`` (KL-driven) or ``fixed``.
             desired_kl: KL target of the adaptive schedule.
             lr_bounds: Bounds of the adaptive learning rate.
+            lr_factor: Factor by which the adaptive schedule divides or multiplies lr (gentler than PPO's
+                1.5: APPO adapts after every learner step).
+            kl_band: (low, high) multiples of ``desired_kl``: a step's KL above high divides lr, below low multiplies.
             gamma: Discount factor.
             vtrace_lambda: Trace-cutting lambda inside V-trace's c_t (1.0 gives plain n-step V-trace).
             clip_param: Ratio and value clip.
@@ -89,32 +94,25 @@ class APPO(PolicyAlgorithm):
             encoder_hidden_dims: Widths of the privileged encoder MLP.
         """
         super().__init__()
-        if schedule not in ("adaptive", "fixed"):
-            raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
-        check_groups(observation_dims, actor_group, critic_group, *([privileged_group] if privileged_group else []))
         check_actor_critic_hparams(
-            init_std, optimizer, desired_kl, lr_bounds, gamma, ("vtrace_lambda", vtrace_lambda), clip_param,
-            value_loss_coef, entropy_coef, max_grad_norm,
+            observation_dims, (actor_group, critic_group, privileged_group), init_std, optimizer, schedule,
+            desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("vtrace_lambda", vtrace_lambda), clip_param,
+            value_loss_coef, entropy_coef, num_learning_epochs, num_mini_batches, max_grad_norm,
         )  # fmt: skip
-        if num_learning_epochs < 1 or num_mini_batches < 1 or learner_threads < 1:
-            raise ValueError("model.num_learning_epochs, num_mini_batches and learner_threads must be >= 1")
+        if learner_threads < 1:
+            raise ValueError(f"model.learner_threads must be >= 1, got {learner_threads}")
         if not 0 <= replays_per_step < replay_pool_size:
             raise ValueError(
                 f"model.replays_per_step must be in [0, replay_pool_size - 1] = [0, {replay_pool_size - 1}], "
                 f"got {replays_per_step}"
             )
         self.save_hyperparameters(ignore=["optimizer"])
-        self.automatic_optimization = False
-        self._init_policy()
-        self.optimizer_factory = optimizer
+        self._setup_actor_critic(optimizer)
         self.register_buffer("rollouts_reused", torch.zeros((), dtype=torch.int64))
         self.pool: deque[Rollout] = deque(maxlen=replay_pool_size)
         self.version = 0
         self._previous_threads = torch.get_num_threads()
         self._last_step_end: float | None = None
-
-    def configure_optimizers(self):
-        return self.optimizer_factory(self.policy.parameters())
 
     # Collector lifecycle -------------------------------------------------------------------------
     @property
@@ -182,20 +180,15 @@ class APPO(PolicyAlgorithm):
         now = time.perf_counter()
         wall = now - self._last_step_end
         self._last_step_end = now
-        self.env_steps += rollout.env_steps
-        self.iteration += 1
         counters = self.datamodule.collector.ring.counters()
-        logs = stats | rollout.metrics
+        logs = stats | rollout.metrics | self._iteration_logs(optimizer, rollout.env_steps)
         logs |= {
-            "policy/learning_rate": optimizer.param_groups[0]["lr"],
-            "policy/action_std": self.policy.log_std.exp().mean().item(),
             "policy/lag_mean": sum(lags) / len(lags),
             "policy/lag_max": float(max(lags)),
             "perf/env_steps_per_second": rollout.env_steps / wall,
             "perf/collector_env_steps_per_second": rollout.env_steps / max(rollout.collect_seconds, 1e-9),
             "perf/learner_wait_fraction": min(rollout.wait_seconds / wall, 1.0),
             "perf/update_seconds": now - started,
-            "perf/env_steps": float(self.env_steps),
             "data/rollouts_received": float(counters["read"]),
             "data/rollouts_dropped": float(counters["dropped"]),
             "data/rollouts_reused": float(self.rollouts_reused),
@@ -249,33 +242,20 @@ class APPO(PolicyAlgorithm):
             anchor = torch.maximum(data["log_prob"].flatten(), target_log_prob)
             target_mean, target_std = dist.mean, dist.stddev[0]
         returns = returns.flatten()
-        batch_size = advantages.shape[0]
-        minibatch = batch_size // hp.num_mini_batches
         steps: list[dict[str, float]] = []
-        for _ in range(hp.num_learning_epochs):
-            permutation = torch.randperm(batch_size, device=advantages.device)
-            for start in range(0, batch_size, minibatch):
-                idx = permutation[start : start + minibatch]
-                log_prob, entropy, values, dist = self.policy.evaluate_actions(
-                    {name: value[idx] for name, value in obs.items()}, actions[idx]
-                )
-                with torch.no_grad():
-                    kl = float(gaussian_kl(target_mean[idx], target_std, dist.mean, dist.stddev))
-                self._adapt_learning_rate(optimizer, kl)
-                # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
-                surrogate = clipped_surrogate_loss(log_prob, anchor[idx], advantages[idx], hp.clip_param)
-                value_loss = clipped_value_loss(values, target_values[idx], returns[idx], hp.clip_param)
-                steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
-                steps[-1]["policy/kl"] = kl
+        for idx in self._minibatches(advantages.shape[0], advantages.device):
+            log_prob, entropy, values, dist = self.policy.evaluate_actions(
+                {name: value[idx] for name, value in obs.items()}, actions[idx]
+            )
+            with torch.no_grad():
+                kl = float(gaussian_kl(target_mean[idx], target_std, dist.mean, dist.stddev))
+            self._adapt_learning_rate(optimizer, kl)
+            # IMPACT: ratio pi / max(pi_behaviour, pi_target), clipped
+            surrogate = clipped_surrogate_loss(log_prob, anchor[idx], advantages[idx], hp.clip_param)
+            value_loss = clipped_value_loss(values, target_values[idx], returns[idx], hp.clip_param)
+            steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
+            steps[-1]["policy/kl"] = kl
         return mean_metrics(steps)
-
-    def _adapt_learning_rate(self, optimizer, kl: float) -> None:
-        hp = self.hparams
-        if hp.schedule != "adaptive":
-            return
-        lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds, 1.1, 1.2, 1 / 1.2)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
 
     def _join(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
         """The rollouts side by side as one (T, k * N, ...) batch on the learner's device."""

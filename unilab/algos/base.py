@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import lightning as L
 import numpy as np
 import torch
 
+from unilab.algos.losses import KLAdaptiveLR
 from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
@@ -42,22 +43,37 @@ def check_groups(observation_dims: dict[str, int], *groups: str) -> None:
 
 
 def check_actor_critic_hparams(
+    observation_dims: dict[str, int],
+    groups: tuple[str | None, ...],
     init_std: float,
     optimizer,
+    schedule: str,
     desired_kl: float,
     lr_bounds: tuple[float, float],
+    lr_factor: float,
+    kl_band: tuple[float, float],
     gamma: float,
     trace_lambda: tuple[str, float],
     clip_param: float,
     value_loss_coef: float,
     entropy_coef: float,
+    num_learning_epochs: int,
+    num_mini_batches: int,
     max_grad_norm: float,
 ) -> None:
     """Refuse nonsense values before anything is built: each message names the setting and its valid range."""
+    check_groups(observation_dims, *(group for group in groups if group))
+    if schedule not in ("adaptive", "fixed"):
+        raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
     lambda_name, lambda_value = trace_lambda
+    band = tuple(kl_band)
     checks = [
         ("init_std", init_std, init_std > 0, "> 0"),
         ("desired_kl", desired_kl, desired_kl > 0, "> 0"),
+        ("lr_factor", lr_factor, lr_factor > 1, "> 1"),
+        ("kl_band", band, len(band) == 2 and 0 < band[0] <= 1 <= band[1], "(low, high), 0 < low <= 1 <= high"),
+        ("num_learning_epochs", num_learning_epochs, num_learning_epochs >= 1, ">= 1"),
+        ("num_mini_batches", num_mini_batches, num_mini_batches >= 1, ">= 1"),
         (
             "lr_bounds",
             tuple(lr_bounds),
@@ -210,3 +226,47 @@ class PolicyAlgorithm(L.LightningModule):
                     f"checkpoint {key} {saved[key]} does not match this task's {value}; "
                     "it was trained on a different task or observation layout"
                 )
+
+
+class ActorCriticAlgorithm(PolicyAlgorithm):
+    """What PPO and APPO share: the optimiser, the adaptive learning-rate rule, minibatches, iteration logs.
+
+    Subclasses save their hyperparameters (which include those checked by ``check_actor_critic_hparams``)
+    and then call :meth:`_setup_actor_critic`.
+    """
+
+    def _setup_actor_critic(self, optimizer) -> None:
+        self.automatic_optimization = False
+        self._init_policy()
+        self.optimizer_factory = optimizer
+        hp = self.hparams
+        self.lr_rule = KLAdaptiveLR(hp.desired_kl, hp.lr_factor, tuple(hp.kl_band), tuple(hp.lr_bounds))
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.policy.parameters())
+
+    def _adapt_learning_rate(self, optimizer, kl: float) -> None:
+        """Apply the KL rule (``schedule: adaptive``) to every parameter group."""
+        if self.hparams.schedule != "adaptive":
+            return
+        lr = self.lr_rule(optimizer.param_groups[0]["lr"], kl)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def _minibatches(self, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """Row indices of ``num_learning_epochs`` shuffled passes of ``num_mini_batches`` equal minibatches."""
+        minibatch = batch_size // self.hparams.num_mini_batches
+        for _ in range(self.hparams.num_learning_epochs):
+            permutation = torch.randperm(batch_size, device=device)
+            for start in range(0, batch_size, minibatch):
+                yield permutation[start : start + minibatch]
+
+    def _iteration_logs(self, optimizer, env_steps: int) -> dict[str, float]:
+        """Count ``env_steps`` and one iteration; the figures every actor-critic algorithm logs."""
+        self.env_steps += env_steps
+        self.iteration += 1
+        return {
+            "policy/learning_rate": optimizer.param_groups[0]["lr"],
+            "policy/action_std": self.policy.log_std.exp().mean().item(),
+            "perf/env_steps": float(self.env_steps),
+        }

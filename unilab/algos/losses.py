@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -31,6 +33,21 @@ def gaussian_kl(mean_old: torch.Tensor, std_old: torch.Tensor, mean_new: torch.T
         - 0.5
     )
     return kl.sum(dim=-1).mean()
+
+
+@dataclass(frozen=True)
+class KLAdaptiveLR:
+    """The adaptive learning-rate rule: divide lr by ``factor`` when the policy moved more than
+    ``kl_band[1] * desired_kl`` in one step, multiply it when it moved less than ``kl_band[0] * desired_kl``."""
+
+    desired_kl: float = 0.02
+    factor: float = 1.5
+    kl_band: tuple[float, float] = (0.5, 2.0)
+    bounds: tuple[float, float] = (1e-5, 1e-2)
+
+    def __call__(self, lr: float, kl: float) -> float:
+        low, high = self.kl_band
+        return adaptive_learning_rate(lr, kl, self.desired_kl, self.bounds, self.factor, high, low)
 
 
 def adaptive_learning_rate(

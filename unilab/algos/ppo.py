@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import PolicyAlgorithm, check_actor_critic_hparams, check_groups
-from unilab.algos.losses import adaptive_learning_rate, clipped_surrogate_loss, clipped_value_loss, gaussian_kl
+from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
+from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.data.rollout import RolloutBatch, mean_metrics
 from unilab.models.actor_critic import ActorCritic
 
@@ -39,7 +39,7 @@ class ActingPolicy:
         return self.model.log_std.exp()
 
 
-class PPO(PolicyAlgorithm):
+class PPO(ActorCriticAlgorithm):
     """Proximal policy optimisation with an asymmetric actor-critic."""
 
     algo_name = "ppo"
@@ -56,6 +56,8 @@ class PPO(PolicyAlgorithm):
         schedule: str = "adaptive",
         desired_kl: float = 0.02,
         lr_bounds: tuple[float, float] = (1e-5, 1e-2),
+        lr_factor: float = 1.5,
+        kl_band: tuple[float, float] = (0.5, 2.0),
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         clip_param: float = 0.2,
@@ -82,6 +84,8 @@ class PPO(PolicyAlgorithm):
             schedule: ``adaptive`` (KL-driven) or ``fixed``.
             desired_kl: KL target of the adaptive schedule.
             lr_bounds: Bounds of the adaptive learning rate.
+            lr_factor: Factor by which the adaptive schedule divides or multiplies lr.
+            kl_band: (low, high) multiples of ``desired_kl``: a step's KL above high divides lr, below low multiplies.
             gamma: Discount factor.
             gae_lambda: GAE lambda.
             clip_param: Ratio and value clip.
@@ -98,22 +102,13 @@ class PPO(PolicyAlgorithm):
             encoder_hidden_dims: Widths of the privileged encoder MLP.
         """
         super().__init__()
-        if schedule not in ("adaptive", "fixed"):
-            raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
-        check_groups(observation_dims, actor_group, critic_group, *([privileged_group] if privileged_group else []))
         check_actor_critic_hparams(
-            init_std, optimizer, desired_kl, lr_bounds, gamma, ("gae_lambda", gae_lambda), clip_param,
-            value_loss_coef, entropy_coef, max_grad_norm,
+            observation_dims, (actor_group, critic_group, privileged_group), init_std, optimizer, schedule,
+            desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("gae_lambda", gae_lambda), clip_param,
+            value_loss_coef, entropy_coef, num_learning_epochs, num_mini_batches, max_grad_norm,
         )  # fmt: skip
-        if num_learning_epochs < 1 or num_mini_batches < 1:
-            raise ValueError("model.num_learning_epochs and model.num_mini_batches must be >= 1")
         self.save_hyperparameters(ignore=["optimizer"])
-        self.automatic_optimization = False
-        self._init_policy()
-        self.optimizer_factory = optimizer
-
-    def configure_optimizers(self):
-        return self.optimizer_factory(self.policy.parameters())
+        self._setup_actor_critic(optimizer)
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
@@ -132,45 +127,31 @@ class PPO(PolicyAlgorithm):
                 normalizer.merge_over_ranks(self.all_gather)
         advantages = batch.advantages
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        batch_size = len(batch)
-        minibatch = batch_size // hp.num_mini_batches
         steps: list[dict[str, float]] = []
 
         # Policy update: epochs x minibatches. Under DDP, gradients and KL are averaged over ranks
         # explicitly (one all-reduce per minibatch), so every rank takes the same step.
         with self._no_automatic_gradient_sync():
-            for _ in range(hp.num_learning_epochs):
-                permutation = torch.randperm(batch_size, device=advantages.device)
-                for start in range(0, batch_size, minibatch):
-                    idx = permutation[start : start + minibatch]
-                    obs = {name: value[idx] for name, value in batch.obs.items()}
-                    log_prob, entropy, values, dist = self.policy.evaluate_actions(obs, batch.actions[idx])
-                    with torch.no_grad():
-                        kl = self._mean_over_ranks(
-                            gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev)
-                        )
-                    if hp.schedule == "adaptive":
-                        lr = adaptive_learning_rate(optimizer.param_groups[0]["lr"], kl, hp.desired_kl, hp.lr_bounds)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr
-                    surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
-                    value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
-                    steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
-                    steps[-1]["policy/kl"] = kl
+            for idx in self._minibatches(len(batch), advantages.device):
+                obs = {name: value[idx] for name, value in batch.obs.items()}
+                log_prob, entropy, values, dist = self.policy.evaluate_actions(obs, batch.actions[idx])
+                with torch.no_grad():
+                    kl = self._mean_over_ranks(
+                        gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev)
+                    )
+                self._adapt_learning_rate(optimizer, kl)
+                surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
+                value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
+                steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
+                steps[-1]["policy/kl"] = kl
 
         # Logging
         update_seconds = time.perf_counter() - started
         world = self.trainer.world_size
-        self.env_steps += batch.env_steps * world
-        self.iteration += 1
-        logs = mean_metrics(steps)
-        logs |= batch.metrics
-        logs["policy/learning_rate"] = optimizer.param_groups[0]["lr"]
-        logs["policy/action_std"] = self.policy.log_std.exp().mean().item()
+        logs = mean_metrics(steps) | batch.metrics | self._iteration_logs(optimizer, batch.env_steps * world)
         logs["perf/collect_seconds"] = batch.collect_seconds
         logs["perf/update_seconds"] = update_seconds
         logs["perf/env_steps_per_second"] = batch.env_steps * world / (batch.collect_seconds + update_seconds)
-        logs["perf/env_steps"] = float(self.env_steps)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
         self._log_progress(logs)
 
