@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from tests.helpers.async_faults import FailingAllegro, write_numbered_rollouts
 from unilab.algos.appo import APPO
 from unilab.algos.losses import gaussian_kl
-from unilab.algos.vtrace import vtrace
+from unilab.algos.targets import vtrace
 from unilab.caches import CacheSource
 from unilab.cli import main
 from unilab.data.async_rollout import AsyncRolloutDataModule, CollectorError, RolloutLayout, RolloutRing

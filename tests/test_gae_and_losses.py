@@ -10,7 +10,7 @@ from unilab.algos.losses import (
     clipped_value_loss,
     gaussian_kl,
 )
-from unilab.data.rollout import gae
+from unilab.algos.targets import gae
 
 GAMMA, LAM = 0.9, 0.5
 

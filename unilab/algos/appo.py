@@ -17,7 +17,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
-from unilab.algos.vtrace import vtrace
+from unilab.algos.targets import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
 from unilab.data.rollout import mean_metrics
 

@@ -136,7 +136,7 @@ class Student(nn.Module):
 
 
 class StudentActing:
-    """The Policy interface the RolloutDataModule sees: the student's mean actions, no values."""
+    """The Policy interface the RolloutDataModule sees: the student's mean actions; no critic, no log-prob."""
 
     def __init__(self, student: Student) -> None:
         self.student = student
@@ -149,11 +149,10 @@ class StudentActing:
     @torch.no_grad()
     def act(self, obs):
         mean = self.student.action_mean(obs)
-        zeros = torch.zeros(mean.shape[0], device=mean.device)
-        return mean, zeros, zeros, mean
+        return mean, None, None, mean
 
     def value(self, obs):
-        return torch.zeros(next(iter(obs.values())).shape[0])
+        raise NotImplementedError("the student has no critic; the collector never bootstraps it")
 
     def action_std(self):
         return self.student.teacher.log_std.exp()
@@ -250,7 +249,7 @@ class HoraDistill(PolicyAlgorithm):
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.check_data(datamodule)
-        datamodule.set_policy(StudentActing(self.student), self.device, gamma=0.0, gae_lambda=0.0)
+        datamodule.set_policy(StudentActing(self.student), self.device)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
         started = time.perf_counter()

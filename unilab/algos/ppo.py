@@ -15,6 +15,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
+from unilab.algos.targets import gae
 from unilab.data.rollout import RolloutBatch, mean_metrics
 from unilab.models.actor_critic import ActorCritic
 
@@ -116,7 +117,7 @@ class PPO(ActorCriticAlgorithm):
         if self.trainer.world_size > 1:  # every rank starts from the same (initial or restored) statistics
             for normalizer in self.policy.normalizers():
                 normalizer.mark_synchronised()
-        datamodule.set_policy(ActingPolicy(self.policy), self.device, self.hparams.gamma, self.hparams.gae_lambda)
+        datamodule.set_policy(ActingPolicy(self.policy), self.device)
 
     def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
         started = time.perf_counter()
@@ -125,7 +126,10 @@ class PPO(ActorCriticAlgorithm):
         if self.trainer.world_size > 1:  # each rank saw its own envs: merge, so all ranks normalise alike
             for normalizer in self.policy.normalizers():
                 normalizer.merge_over_ranks(self.all_gather)
-        advantages = batch.advantages
+        advantages, returns = gae(
+            batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones, hp.gamma, hp.gae_lambda
+        )
+        values_old, advantages, returns = batch.values.flatten(), advantages.flatten(), returns.flatten()
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         steps: list[dict[str, float]] = []
 
@@ -141,7 +145,7 @@ class PPO(ActorCriticAlgorithm):
                     )
                 self._adapt_learning_rate(optimizer, kl)
                 surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
-                value_loss = clipped_value_loss(values, batch.values[idx], batch.returns[idx], hp.clip_param)
+                value_loss = clipped_value_loss(values, values_old[idx], returns[idx], hp.clip_param)
                 steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
                 steps[-1]["policy/kl"] = kl
 

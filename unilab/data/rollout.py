@@ -1,7 +1,8 @@
 """RolloutDataModule: the only code that steps envs during training.
 
-One dataset item is one PPO iteration: ``horizon`` steps of every env collected with the acting
-policy (no grad), returns and advantages from GAE with time-out bootstrap, flattened to a batch.
+One dataset item is one iteration: ``horizon`` steps of every env collected with the acting policy
+(no grad). The batch records what happened, with V(final_obs) of time-outs in ``next_values``; the
+algorithm computes its own targets from it (``unilab.algos.targets``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ EnvFactory = Callable[[int], InHandRotationEnv]
 class Policy(Protocol):
     """What the DataModule needs from an algorithm's acting policy."""
 
-    def act(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(actions, log-prob, value, action mean) for a batch of observations."""
+    def act(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """(actions, log-prob, value, action mean); a policy without a critic returns None for the value
+        (then nothing is bootstrapped and ``value`` is never called), one that is not trained on its own
+        actions None for the log-prob."""
 
     def value(self, obs: Obs) -> torch.Tensor:
         """State value for a batch of observations."""
@@ -37,45 +40,21 @@ class Policy(Protocol):
         """See observations before acting (updates running normalisers)."""
 
 
-def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    next_values: torch.Tensor,
-    terminated: torch.Tensor,
-    dones: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over (T, N) tensors; returns (advantages, returns).
-
-    delta_t = r_t + gamma * V'_t * (1 - terminated_t) - V(s_t)           (Schulman et al. 2016, eq. 11)
-    A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}
-    ``next_values[t]`` is V(s_{t+1}), or V(final_obs_t) where the episode was cut by a time-out,
-    so truncated steps bootstrap while terminal steps do not.
-    """
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    not_terminal = 1.0 - terminated.float()
-    not_done = 1.0 - dones.float()
-    for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * next_values[t] * not_terminal[t] - values[t]
-        running = delta + gamma * lam * not_done[t] * running
-        advantages[t] = running
-    return advantages, advantages + values
-
-
 @dataclass
 class RolloutBatch:
-    """One iteration of experience, flattened to (horizon * num_envs, ...)."""
+    """One iteration of experience: per-sample fields flattened to (horizon * num_envs, ...), the
+    step-ordered record the targets are computed from kept (horizon, num_envs)."""
 
     obs: Obs
     actions: torch.Tensor
     log_prob: torch.Tensor
-    values: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
     action_mean: torch.Tensor
     action_std: torch.Tensor
+    values: torch.Tensor  # (T, N): V(s_t) when acting (zeros for a policy without a critic)
+    next_values: torch.Tensor  # (T, N): V(s_{t+1}), or V(final_obs_t) where a time-out cut the episode
+    rewards: torch.Tensor  # (T, N)
+    terminated: torch.Tensor  # (T, N)
+    dones: torch.Tensor  # (T, N): terminated or truncated
     env_steps: int = 0
     collect_seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -108,28 +87,28 @@ class RolloutStorage:
         self.terminated = torch.zeros(t, n, dtype=torch.bool)
         self.dones = torch.zeros(t, n, dtype=torch.bool)
 
-    def batch(self, gamma: float, lam: float, action_std: torch.Tensor) -> RolloutBatch:
-        advantages, returns = gae(self.rewards, self.values, self.next_values, self.terminated, self.dones, gamma, lam)
+    def batch(self, action_std: torch.Tensor) -> RolloutBatch:
         flat = lambda x: x.reshape(-1, *x.shape[2:]).clone()  # noqa: E731
         return RolloutBatch(
             obs={name: flat(value) for name, value in self.obs.items()},
             actions=flat(self.actions),
             log_prob=flat(self.log_prob),
-            values=flat(self.values),
-            advantages=flat(advantages),
-            returns=flat(returns),
             action_mean=flat(self.action_mean),
             action_std=action_std.detach().cpu().clone(),
+            values=self.values.clone(),
+            next_values=self.next_values.clone(),
+            rewards=self.rewards.clone(),
+            terminated=self.terminated.clone(),
+            dones=self.dones.clone(),
         )
 
 
 class RolloutCollector:
     """Steps the env with the policy and fills the storage (shared by PPO and distillation)."""
 
-    def __init__(self, env: InHandRotationEnv, horizon: int, gamma: float = 0.99, gae_lambda: float = 0.95) -> None:
+    def __init__(self, env: InHandRotationEnv, horizon: int) -> None:
         self.env = env
         self.horizon = horizon
-        self.gamma, self.gae_lambda = gamma, gae_lambda
         self.storage = RolloutStorage(horizon, env.num_envs, env.observation_dims, env.num_actions)
         self.obs: Obs | None = None
 
@@ -151,22 +130,26 @@ class RolloutCollector:
             step = self.env.step(actions)
             storage.actions[t].copy_(actions)
             storage.action_mean[t].copy_(mean)
-            storage.log_prob[t].copy_(log_prob)
-            storage.values[t].copy_(values)
+            if log_prob is not None:
+                storage.log_prob[t].copy_(log_prob)
             storage.rewards[t].copy_(step.reward)
             storage.terminated[t].copy_(step.terminated)
             storage.dones[t].copy_(step.terminated | step.truncated)
-            # Time-out bootstrap: V(final_obs) where the episode was truncated
-            if step.truncated.any():
-                ids = step.truncated.nonzero().flatten()
-                final = to_device({k: v[ids] for k, v in step.final_obs.items()})
-                storage.bootstrap_values[t, ids] = policy.value(final).cpu()
+            if values is not None:
+                storage.values[t].copy_(values)
+                # Time-out bootstrap, the one place for every algorithm: V(final_obs) where a time-out cut the
+                # episode, with the acting critic (APPO's learner re-evaluates the states it is given).
+                if step.truncated.any():
+                    ids = step.truncated.nonzero().flatten()
+                    final = to_device({k: v[ids] for k, v in step.final_obs.items()})
+                    storage.bootstrap_values[t, ids] = policy.value(final).cpu()
             self.obs = step.obs
-        storage.next_values[:-1] = storage.values[1:]
-        storage.next_values[-1] = policy.value(to_device(self.obs)).cpu()
-        truncated = storage.dones & ~storage.terminated
-        storage.next_values.copy_(torch.where(truncated, storage.bootstrap_values, storage.next_values))
-        batch = storage.batch(self.gamma, self.gae_lambda, policy.action_std())
+        if values is not None:
+            storage.next_values[:-1] = storage.values[1:]
+            storage.next_values[-1] = policy.value(to_device(self.obs)).cpu()
+            truncated = storage.dones & ~storage.terminated
+            storage.next_values.copy_(torch.where(truncated, storage.bootstrap_values, storage.next_values))
+        batch = storage.batch(policy.action_std())
         batch.env_steps = self.horizon * self.env.num_envs
         batch.collect_seconds = time.perf_counter() - started
         batch.metrics = self.env.pop_metrics()
@@ -286,10 +269,9 @@ class RolloutDataModule(EnvDataModule):
     def batch_size(self) -> int:
         return self.horizon * self.env.num_envs
 
-    def set_policy(self, policy: Policy, device: torch.device, gamma: float, gae_lambda: float) -> None:
-        """Hand over the acting policy and the discount / GAE lambda the returns are computed with."""
+    def set_policy(self, policy: Policy, device: torch.device) -> None:
+        """Hand over the acting policy (and the device it acts on)."""
         self._policy, self._device = policy, device
-        self.collector.gamma, self.collector.gae_lambda = gamma, gae_lambda
 
     def _current_policy(self) -> tuple[Policy, torch.device]:
         if self._policy is None:

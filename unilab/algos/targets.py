@@ -1,8 +1,39 @@
-"""V-trace off-policy targets (Espeholt et al. 2018, IMPALA, section 4.1) as a pure function."""
+"""Return and advantage targets as pure functions over (T, N) tensors: GAE for PPO, V-trace for APPO.
+
+The collectors only record what happened (rewards, values, bootstrap values, episode ends); each
+algorithm turns the record into its targets here.
+"""
 
 from __future__ import annotations
 
 import torch
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    dones: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over (T, N) tensors; returns (advantages, returns).
+
+    delta_t = r_t + gamma * V'_t * (1 - terminated_t) - V(s_t)           (Schulman et al. 2016, eq. 11)
+    A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}
+    ``next_values[t]`` is V(s_{t+1}), or V(final_obs_t) where the episode was cut by a time-out,
+    so truncated steps bootstrap while terminal steps do not.
+    """
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    not_terminal = 1.0 - terminated.float()
+    not_done = 1.0 - dones.float()
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * not_terminal[t] - values[t]
+        running = delta + gamma * lam * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
 
 
 def vtrace(
