@@ -26,6 +26,7 @@ def actor_critic_from(hparams: Mapping) -> ActorCritic:
         hparams["critic_hidden_dims"],
         hparams["activation"],
         hparams["init_std"],
+        hparams.get("actor_output_gain", 1.0),
         hparams["actor_group"],
         hparams["critic_group"],
         privileged,
@@ -46,6 +47,7 @@ def check_actor_critic_hparams(
     observation_dims: dict[str, int],
     groups: tuple[str | None, ...],
     init_std: float,
+    actor_output_gain: float,
     optimizer,
     schedule: str,
     desired_kl: float,
@@ -69,6 +71,7 @@ def check_actor_critic_hparams(
     band = tuple(kl_band)
     checks = [
         ("init_std", init_std, init_std > 0, "> 0"),
+        ("actor_output_gain", actor_output_gain, actor_output_gain > 0, "> 0"),
         ("desired_kl", desired_kl, desired_kl > 0, "> 0"),
         ("lr_factor", lr_factor, lr_factor > 1, "> 1"),
         ("kl_band", band, len(band) == 2 and 0 < band[0] <= 1 <= band[1], "(low, high), 0 < low <= 1 <= high"),

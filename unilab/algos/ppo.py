@@ -53,6 +53,7 @@ class PPO(ActorCriticAlgorithm):
         critic_hidden_dims: Sequence[int] = (512, 256, 128),
         activation: str = "elu",
         init_std: float = 1.0,
+        actor_output_gain: float = 1.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         schedule: str = "adaptive",
         desired_kl: float = 0.02,
@@ -81,6 +82,8 @@ class PPO(ActorCriticAlgorithm):
             critic_hidden_dims: Critic MLP widths.
             activation: Hidden activation (elu, relu, tanh, silu).
             init_std: Initial action standard deviation.
+            actor_output_gain: Scale of the actor's initial output weights (its bias starts at zero unless 1.0,
+                PyTorch's default initialisation); a small gain starts from near-zero mean actions.
             optimizer: Optimiser factory (e.g. ``torch.optim.Adam`` with ``lr``); its lr is the initial one.
             schedule: ``adaptive`` (KL-driven) or ``fixed``.
             desired_kl: KL target of the adaptive schedule.
@@ -104,8 +107,8 @@ class PPO(ActorCriticAlgorithm):
         """
         super().__init__()
         check_actor_critic_hparams(
-            observation_dims, (actor_group, critic_group, privileged_group), init_std, optimizer, schedule,
-            desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("gae_lambda", gae_lambda), clip_param,
+            observation_dims, (actor_group, critic_group, privileged_group), init_std, actor_output_gain, optimizer,
+            schedule, desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("gae_lambda", gae_lambda), clip_param,
             value_loss_coef, entropy_coef, num_learning_epochs, num_mini_batches, max_grad_norm,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["optimizer"])

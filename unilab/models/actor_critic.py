@@ -29,6 +29,7 @@ class ActorCritic(nn.Module):
         critic_hidden_dims: Sequence[int] = (512, 256, 128),
         activation: str = "elu",
         init_std: float = 1.0,
+        actor_output_gain: float = 1.0,
         actor_group: str = "policy",
         critic_group: str = "critic",
         privileged_group: str | None = None,
@@ -47,6 +48,11 @@ class ActorCritic(nn.Module):
         self.latent_dim = latent_dim if privileged_group is not None else 0
         self.actor = mlp(actor_obs_dim + self.latent_dim, actor_hidden_dims, num_actions, activation)
         self.critic = mlp(critic_obs_dim, critic_hidden_dims, 1, activation)
+        if actor_output_gain != 1.0:  # small: the untrained actor's mean actions start near zero (hold still)
+            output = self.actor[-1]
+            with torch.no_grad():
+                output.weight.mul_(actor_output_gain)
+                output.bias.zero_()
         self.log_std = nn.Parameter(torch.full((num_actions,), float(torch.log(torch.tensor(init_std)))))
 
     @property
