@@ -181,6 +181,10 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
     assert report["teacher_sha256"] == checkpoint["unilab"]["teacher"]["sha256"]
     assert report["onnx"]["inputs"] == {"obs": [147], "history": [30, 49]}
     assert report["onnx"]["max_abs_diff"] < 1e-4
+    # The torch-free runner drives the student from the contract (tactile channel, 30-frame history, frame clip).
+    played = main(["play", "--run", str(run), "--episodes", "2"])
+    assert played["max_target_difference"] < 1e-4
+    assert played["overall"]["TTF"] == pytest.approx(report["overall"]["TTF"], abs=1e-6)
 
     ckpt = run / "checkpoints" / "last.ckpt"
     main(["predict", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", "--data.test_episodes=2",

@@ -19,6 +19,7 @@ from torch import nn
 
 import unilab
 from unilab import runs
+from unilab.deploy.contract import CONTRACT_NAME, build_contract, write_contract
 from unilab.files import atomic_write
 
 PACKAGES = ("torch", "lightning", "mujoco", "motrixsim", "mujoco-menagerie", "numpy", "jsonargparse")
@@ -194,7 +195,11 @@ class EvaluationReport(L.Callback):
         if directory is None:
             print("eval.json and policy.onnx not written: the checkpoint is not in a run's checkpoints/ folder")
             return
-        report = dict(result)
+        env = trainer.datamodule.env
+        report = dict(result) | {"trained_on": runs.trained_sim(directory), "evaluated_on": env.sim}
+        if report["evaluated_on"] != report["trained_on"]:  # a cross-simulator check: keep the run's own eval.json
+            write_cross_simulator_report(directory, report)
+            return
         actor = pl_module.deterministic_actor()
         inputs = pl_module.recorded_observations
         if actor is not None and inputs is not None:
@@ -212,8 +217,31 @@ class EvaluationReport(L.Callback):
                 f"policy.onnx written to {onnx_path}; max |onnx - torch| = {max_diff:.3g} on {count} "
                 f"recorded observations ({verdict}, bar 1e-4)"
             )
+            shapes = {name: tuple(value.shape[1:]) for name, value in inputs.items()}
+            contract = build_contract(env, shapes, report["trained_on"], pl_module.algo_name)
+            write_contract(contract, directory / CONTRACT_NAME)
+            print(f"{CONTRACT_NAME} (what a robot-side runner needs) written to {directory / CONTRACT_NAME}")
         atomic_write(directory / "eval.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
         print(f"eval.json written to {directory / 'eval.json'}")
+
+
+def write_cross_simulator_report(directory: Path, report: dict) -> None:
+    """``eval_<sim>.json``, and the table beside the run's own ``eval.json`` with the ratio per metric."""
+    from unilab.evaluation import METRICS, format_table
+
+    sim = report["evaluated_on"]
+    path = directory / f"eval_{sim}.json"
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    print(f"{path.name} written to {path} (trained on {report['trained_on']}, evaluated on {sim})")
+    own = directory / "eval.json"
+    if not own.is_file():
+        return
+    trained = json.loads(own.read_text()).get("overall", {})
+    if not all(name in trained for name in METRICS):
+        return
+    cross = report["overall"]
+    ratio = {name: (cross[name] / trained[name] if trained[name] else float("nan")) for name in METRICS}
+    print(format_table({report["trained_on"]: trained, sim: cross, f"{sim}/{report['trained_on']}": ratio}))
 
 
 class PredictionReport(L.Callback):

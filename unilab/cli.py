@@ -269,6 +269,11 @@ def main(args: list[str] | None = None) -> UnilabCLI | Path | list[Path]:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] == "collect":
         return collect_main(argv[1:])
+    if argv and argv[0] == "play":
+        from unilab.deploy.play import play_main
+
+        with concise_user_errors():
+            return play_main(argv[1:])
     if argv and argv[0] == "render":
         from unilab.video import render_main
 

@@ -154,12 +154,28 @@ def route_train(argv: list[str]) -> Route:
 def route_eval(argv: list[str]) -> Route:
     parser = common_parser("eval")
     parser.add_argument("--video", type=int, default=0, metavar="N", help="also record and render N episodes to GIFs")
+    parser.add_argument(
+        "--trained-on",
+        choices=("mujoco", "motrix"),
+        default=None,
+        help="with --load-run -N: pick among the runs trained on this simulator (default: --sim); a run trained "
+        "on another simulator than --sim is evaluated on both, side by side",
+    )
     known, extra = parser.parse_known_args(argv)
     config = config_path(known.algo, known.task, known.sim, known.profile)
     args, load_run = translate(extra, REFERENCE_KEYS, config)
-    run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.sim, known.load_run or load_run or "-1")
+    selector = known.load_run or load_run or "-1"
+    run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.trained_on or known.sim, selector)
     ckpt = checkpoint_file(run, known.checkpoint)
     restore = ["--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}"]
+    trained = runs.trained_sim(run)
+    if trained != known.sim:  # its own simulator first (eval.json, policy.onnx), then the other one beside it
+        if known.video > 0:
+            raise RouterError(
+                "--video renders the training simulator's episodes; leave it out of a cross-simulator eval"
+            )
+        cross = ["test", *restore, "--trainer.logger=false", f"--data.env.sim={known.sim}", *args]
+        return Route(["test", *restore, "--trainer.logger=false", *args], (cross,))
     then = ()
     if known.video > 0:  # the same episodes again, every step kept, then drawn
         then = (["predict", *restore, *args], ["render", f"--run={run}", f"--episodes={known.video}"])

@@ -118,6 +118,17 @@ def run_of_checkpoint(ckpt_path: str | Path | None) -> Path | None:
     )
 
 
+def trained_sim(run: Path) -> str:
+    """The simulator a run was trained on (its config's ``data.env.sim``; ``mujoco`` when unset)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        return str(config["data"]["init_args"]["env"].get("init_args", {}).get("sim", "mujoco"))
+    except (OSError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return run.name.rsplit("_", 1)[-1]
+
+
 def loads(path: Path) -> bool:
     """Whether ``path`` is a readable Lightning checkpoint (its tensors are mapped, not read)."""
     from unilab.user_errors import CheckpointError, check_checkpoint

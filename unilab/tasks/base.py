@@ -49,6 +49,8 @@ class InHandRotationEnv:
     task_name: ClassVar[str]
     hand: ClassVar[HandSpec]
     frames: ClassVar[int] = 3
+    policy_frames: ClassVar[int] = 3  # frames the actor reads (the last ones of the history)
+    frame_clip: ClassVar[float | None] = None  # frames are clipped to +-frame_clip when set
     """Frames stacked in the ``policy`` group."""
 
     def __init__(
@@ -397,6 +399,17 @@ class InHandRotationEnv:
         if noise and self.joint_noise > 0:
             joints = joints + (torch.rand(joints.shape, generator=self.generator) * 2 - 1) * self.joint_noise
         return torch.cat([joints, self.targets[env_ids], self.object_pos[env_ids] - self.object_anchor], dim=-1)
+
+    def deployed_channels(self) -> list[dict]:
+        """The frame channels after joints and targets, as a robot-side runner must provide them (policy.json)."""
+        return [
+            {
+                "name": "object_position",
+                "size": 3,
+                "enters_as": "m: object position minus object_anchor (world frame)",
+                "object_anchor": self.object_anchor.tolist(),
+            }
+        ]
 
     def privileged(self) -> torch.Tensor:
         """Critic-only extras: object linear/angular velocity, orientation, fingertips relative to object."""

@@ -57,6 +57,7 @@ class SharpaInhandRotation(InHandRotationEnv):
     hand = SHARPA
     frames = 30
     policy_frames = 3
+    frame_clip = OBS_CLIP
 
     def __init__(
         self,
@@ -178,6 +179,16 @@ class SharpaInhandRotation(InHandRotationEnv):
             joints = joints + (torch.rand(joints.shape, generator=self.generator) * 2 - 1) * self.joint_noise
         frame = torch.cat([joints, self.targets[env_ids], self.tactile[env_ids]], dim=-1)
         return frame.clamp(-OBS_CLIP, OBS_CLIP)
+
+    def deployed_channels(self) -> list[dict]:
+        return [
+            {
+                "name": "tactile",
+                "size": len(self.hand.fingertip_bodies),
+                "enters_as": f"N: per fingertip pad ({', '.join(self.hand.fingertip_bodies)}), norm of the net "
+                f"pad-object contact force clipped to [0, {TACTILE_CLIP:g}], smoothed 0.5 * now + 0.5 * previous",
+            }
+        ]
 
     def privileged(self) -> torch.Tensor:
         """Object position - anchor (3), friction scale, mass, COM offset (3), object scale."""
