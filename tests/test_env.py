@@ -124,6 +124,20 @@ def test_reward_terms_are_logged_and_weighted(make_env):
         assert f"reward/{name}" in metrics
 
 
+def test_drop_term_charges_exactly_the_step_that_loses_the_object(make_env):
+    env = make_env(num_envs=8, reward_weights={"drop": -20.0})
+    env.reset(seed=0)
+    env.episode_step.zero_()
+    generator = torch.Generator().manual_seed(0)
+    lost_any = False
+    for _ in range(60):  # full-scale random actions shake the ball out of the hand
+        step = env.step(torch.rand(8, 16, generator=generator) * 2 - 1)
+        expected = torch.where(step.terminated, torch.tensor(-20.0 * env.ctrl_dt), torch.tensor(0.0))
+        torch.testing.assert_close(step.reward, expected)
+        lost_any |= bool(step.terminated.any())
+    assert lost_any
+
+
 def test_spinning_ball_earns_positive_rotate(make_env):
     env = make_env(num_envs=2)
     env.reset(seed=0)

@@ -126,7 +126,8 @@ class InHandRotationEnv:
     # Layout ------------------------------------------------------------------------------------
     @classmethod
     def reward_term_names(cls) -> tuple[str, ...]:
-        return ("rotate", "object_linvel", "pose", "torque", "work")
+        # "drop" (1 on the step the object is lost) is off unless weighted: no default weights carry it.
+        return ("rotate", "object_linvel", "pose", "torque", "work", "drop")
 
     @property
     def frame_dim(self) -> int:
@@ -467,7 +468,8 @@ class InHandRotationEnv:
         self.torque = R.pd_torque(self.kp, self.kd, self.targets, self.qpos, self.qvel)
 
         # Rewards: sum_i w_i * term_i, times ctrl_dt
-        terms = self.reward_terms()
+        lost = self.dropped()
+        terms = self.reward_terms() | {"drop": lost.float()}
         reward = torch.zeros(self.num_envs)
         for name, weight in self.reward_weights.items():
             reward += weight * terms[name]
@@ -486,7 +488,7 @@ class InHandRotationEnv:
         self.episode_step += 1
         self.steps_since_reset += 1
         self.episode_rotation += self.object_angvel[:, 2] * self.ctrl_dt
-        dropped = self.dropped() | bad
+        dropped = lost | bad
         truncated = (self.episode_step >= self.episode_length) & ~dropped
         done = dropped | truncated
 
