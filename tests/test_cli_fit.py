@@ -323,6 +323,22 @@ def test_render_turns_recorded_episodes_into_gifs(tmp_path, monkeypatch, cache_d
     assert np.abs(frames[0] - frames[1]).mean() > 0.1  # the hand (or the ball) moved
 
 
+@pytest.mark.skipif(not offscreen_rendering_works(), reason="no OpenGL context (MUJOCO_GL=egl needs libEGL)")
+def test_validation_videos_reach_tensorboard(tmp_path, monkeypatch, cache_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    video = ["--trainer.callbacks+=unilab.video.ValidationVideo", "--trainer.callbacks.width=64"]
+    video += ["--trainer.callbacks.height=48", "--trainer.check_val_every_n_epoch=1", "--data.val_episodes=1"]
+    main(["train", *ROUTE, *tiny_overrides(cache_dir), *video, "--data.env.episode_length=8"])
+    (run,) = run_dirs(tmp_path)
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    assert "video/episode_0" in events.Tags()["images"]
+    (image,) = events.Images("video/episode_0")
+    assert image.encoded_image_string[:6] == b"GIF89a" and (image.width, image.height) == (64, 48)
+
+
 def test_validate_with_the_run_config_leaves_it_resumable(tmp_path, monkeypatch, cache_dir):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])
