@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 SHARED_MENAGERIE := $(abspath ../shared/menagerie)
 # Offline copies of the Menagerie models sit beside the checkout on this team's machines.
 export MENAGERIE_ROOT ?= $(if $(wildcard $(SHARED_MENAGERIE)),$(SHARED_MENAGERIE),)
-CONFIG ?= configs/ppo/allegro_inhand/mujoco.yaml
 
 .PHONY: setup train test bench lint clean
 
@@ -23,7 +22,7 @@ setup: $(BIN)/unilab
 		echo 'export MENAGERIE_ROOT=$${MENAGERIE_ROOT:-$(MENAGERIE_ROOT)}' >> $(BIN)/activate; fi
 
 train: setup
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m unilab fit --config $(CONFIG)
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m unilab train --algo ppo --task allegro_inhand --sim mujoco
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests

@@ -39,7 +39,6 @@ from env_throughput import measure as measure_env_and_physics  # sibling script 
 from unilab.cpu_share import default_num_threads
 from unilab.data.async_rollout import AsyncRolloutDataModule
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PERF_KEYS = (
     "perf/collect_seconds",
     "perf/update_seconds",
@@ -90,10 +89,10 @@ def measure(
     overrides: list[str],
 ) -> dict:
     from unilab.cli import UnilabCLI
+    from unilab.router import compose, config_args
 
     torch.set_num_threads(threads)
     recorder = PerfRecorder()
-    config = CONFIGS / algo / task / f"{sim}.yaml"
     cli = UnilabCLI(
         L.LightningModule,
         L.LightningDataModule,
@@ -103,8 +102,7 @@ def measure(
         save_config_callback=None,
         trainer_defaults={"callbacks": [recorder]},
         args=[
-            "--config",
-            str(config),
+            *config_args(compose(algo, task, sim, None)),
             f"--data.num_envs={num_envs}",
             f"--data.iterations_per_epoch={iterations}",
             "--trainer.max_epochs=1",

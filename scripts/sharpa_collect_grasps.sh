@@ -28,6 +28,6 @@ PY
 )
   if [ "$rows" -ge "$COUNT" ]; then echo "== scale $scale: cache holds $rows grasps, skipped"; continue; fi
   echo "== scale $scale"
-  "$PYTHON" -m unilab collect --config configs/ppo/sharpa_inhand_grasp/mujoco.yaml \
+  "$PYTHON" -m unilab collect --config configs/grasp/sharpa_inhand/mujoco.yaml \
     "--env.scale_list=[$scale]" "--count=$COUNT"
 done

@@ -24,9 +24,10 @@ from unilab.caches import CacheSource
 from unilab.cli import main
 from unilab.data.async_rollout import AsyncRolloutDataModule, CollectorError, RolloutLayout, RolloutRing
 from unilab.models.actor_critic import ActorCritic
+from unilab.router import compose, config_args
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "appo" / "allegro_inhand" / "mujoco.yaml"
+CONFIG = config_args(compose("appo", "allegro_inhand", "mujoco", None))  # --config <part> ...
 
 
 def column(*values: float) -> torch.Tensor:
@@ -171,8 +172,7 @@ def test_a_hung_collector_is_detected(cache_dir):
 def appo_args(cache_dir: Path, *extra: str) -> list[str]:
     return [
         "fit",
-        "--config",
-        str(CONFIG),
+        *CONFIG,
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",

@@ -14,17 +14,17 @@ import torch
 import yaml
 
 from unilab.cli import main
+from unilab.router import compose, config_args
 from unilab.user_errors import concise_user_errors
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "ppo" / "allegro_inhand" / "mujoco.yaml"
+CONFIG = config_args(compose("ppo", "allegro_inhand", "mujoco", None))  # --config <part> ...
 
 
 def fit_args(cache_dir: Path, *extra: str) -> list[str]:
     return [
         "fit",
-        "--config",
-        str(CONFIG),
+        *CONFIG,
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -159,7 +159,7 @@ def test_missing_or_truncated_checkpoint_is_refused_before_a_run_folder_is_made(
 def test_collect_writes_a_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "mine.npy"
-    config = REPO / "configs" / "ppo" / "allegro_inhand_grasp" / "mujoco.yaml"
+    config = REPO / "configs" / "grasp" / "allegro_inhand" / "mujoco.yaml"
     path = main(["collect", "--config", str(config), "--count=4", "--num_envs=32", f"--output={output}"])
     assert path == output
     grasps = np.load(output)
@@ -168,7 +168,7 @@ def test_collect_writes_a_cache(tmp_path, monkeypatch):
 
 def test_collect_refuses_a_count_below_one_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    config = REPO / "configs" / "ppo" / "allegro_inhand_grasp" / "mujoco.yaml"
+    config = REPO / "configs" / "grasp" / "allegro_inhand" / "mujoco.yaml"
     with pytest.raises(SystemExit):
         main(["collect", "--config", str(config), "--count=0", f"--output={tmp_path / 'empty.npy'}"])
     assert '"count"' in capsys.readouterr().err and not list(tmp_path.iterdir())
@@ -178,7 +178,7 @@ ROUTE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]
 
 
 def tiny_overrides(cache_dir: Path) -> list[str]:
-    return fit_args(cache_dir)[3:]  # everything after "fit --config <file>"
+    return fit_args(cache_dir)[1 + len(CONFIG) :]  # everything after "fit --config <part> ..."
 
 
 def test_train_then_eval_prints_metrics_writes_eval_json_and_onnx(tmp_path, monkeypatch, cache_dir, capsys):
@@ -402,7 +402,7 @@ def test_a_corrupt_cache_stops_ppo_and_appo_with_one_error_line(tmp_path, monkey
     (sidecar,) = broken.glob("*.npy.json")
     sidecar.write_bytes(bytes(range(256)))
     args = fit_args(broken)
-    args[2] = str(REPO / "configs" / config / "allegro_inhand" / "mujoco.yaml")
+    args[1 : 1 + len(CONFIG)] = config_args(compose(config, "allegro_inhand", "mujoco", None))
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

@@ -15,6 +15,7 @@ from unilab.algos.hora import Student, StudentActing, TeacherSource, load_teache
 from unilab.cli import main
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
+from unilab.router import compose, config_args
 
 REPO = Path(__file__).resolve().parents[1]
 DIMS = {"policy": 147, "critic": 156, "privileged": 9, "proprio_hist": 1470}
@@ -63,10 +64,11 @@ def test_student_actions_do_not_depend_on_privileged_inputs():
 
 # Real fits on Sharpa (one scale, tiny sizes) -----------------------------------------------------------
 def sharpa_args(config: str, cache_dir: Path, *extra: str) -> list[str]:
+    """``config``: ``<algo>`` or ``<algo>+<profile>`` on Sharpa, MuJoCo."""
+    algo, _, profile = config.partition("+")
     return [
         "fit",
-        "--config",
-        str(REPO / "configs" / config),
+        *config_args(compose(algo, "sharpa_inhand", "mujoco", profile or None)),
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
@@ -91,11 +93,11 @@ def teachers(tmp_path_factory, sharpa_cache) -> Path:
     root = tmp_path_factory.mktemp("hora")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        main(sharpa_args("ppo/sharpa_inhand/mujoco_hora.yaml", sharpa_cache, "--data.iterations_per_epoch=2",
+        main(sharpa_args("ppo+hora", sharpa_cache, "--data.iterations_per_epoch=2",
                          *TEACHER_SIZES))  # fmt: skip
-        main(sharpa_args("appo/sharpa_inhand/mujoco_hora.yaml", sharpa_cache, "--data.iterations_per_epoch=2",
+        main(sharpa_args("appo+hora", sharpa_cache, "--data.iterations_per_epoch=2",
                          "--data.collector_threads=1", *TEACHER_SIZES))  # fmt: skip
-        main(sharpa_args("ppo/sharpa_inhand/mujoco.yaml", sharpa_cache, "--data.iterations_per_epoch=1",
+        main(sharpa_args("ppo", sharpa_cache, "--data.iterations_per_epoch=1",
                          *TEACHER_SIZES))  # fmt: skip
     return root
 
@@ -142,7 +144,7 @@ def scalars(run: Path, tag: str) -> list[float]:
 
 def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teachers, sharpa_cache, monkeypatch):
     monkeypatch.chdir(teachers)
-    cli = main(sharpa_args("hora_distill/sharpa_inhand/mujoco.yaml", sharpa_cache, "--data.iterations_per_epoch=30",
+    cli = main(sharpa_args("hora_distill", sharpa_cache, "--data.iterations_per_epoch=30",
                            "--data.num_envs=8", "--model.teacher.algo_family=appo", "--model.num_learning_epochs=4",
                            "--model.optimizer.init_args.lr=0.002"))  # fmt: skip
     model = cli.model

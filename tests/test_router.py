@@ -1,15 +1,39 @@
 import os
+from pathlib import Path
 
 import pytest
 
 from unilab.router import REFERENCE_KEYS, RouterError, find_run, route_eval, route_train
 
 BASE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def test_train_routes_to_fit_with_the_owner_config():
+def test_train_composes_the_algorithm_task_simulator_and_profile_configs():
     route = route_train(BASE)
-    assert route.args[0] == "fit" and route.args[2].endswith("configs/ppo/allegro_inhand/mujoco.yaml")
+    assert route.args[0] == "fit"
+    assert route.args[1:] == [
+        "--config",
+        f"{CONFIGS}/algos/ppo.yaml",
+        "--config",
+        f"{CONFIGS}/tasks/allegro_inhand.yaml",
+    ]
+    parts = route_train(["--algo", "appo", "--task", "sharpa_inhand", "--sim", "motrix", "--profile", "hora"]).args[
+        2::2
+    ]
+    assert [str(Path(p).relative_to(CONFIGS)) for p in parts] == [
+        "algos/appo.yaml", "tasks/sharpa_inhand.yaml", "algos/appo/sharpa_inhand.yaml",
+        "sims/motrix/sharpa_inhand.yaml", "profiles/hora.yaml",
+    ]  # fmt: skip
+    with pytest.raises(RouterError, match="unknown --sim 'bullet'; available: mujoco, motrix"):
+        route_train([*BASE[:-1], "bullet"])
+
+
+def test_grasp_tasks_need_no_algorithm():
+    route = route_train(["--task", "allegro_inhand_grasp", "--sim", "motrix"])
+    assert route.args[:3] == ["collect", "--config", f"{CONFIGS}/grasp/allegro_inhand/motrix.yaml"]
+    with pytest.raises(RouterError, match="--algo is required"):
+        route_train(["--task", "allegro_inhand"])
 
 
 def test_lightning_flags_pass_through_and_reference_keys_translate():
@@ -23,7 +47,7 @@ def test_lightning_flags_pass_through_and_reference_keys_translate():
             "training.no_play=true",
         ]
     )
-    assert route.args[3:] == ["--data.num_envs", "64", "--data.num_envs=32", "--data.env.cache.path=caches/mine.npy"]
+    assert route.args[5:] == ["--data.num_envs", "64", "--data.num_envs=32", "--data.env.cache.path=caches/mine.npy"]
 
 
 def test_max_iterations_becomes_whole_epochs():
@@ -38,11 +62,13 @@ def test_unknown_key_value_is_rejected_with_the_supported_list():
         assert key in str(error.value)
 
 
-def test_unknown_combination_lists_what_exists():
-    with pytest.raises(RouterError, match="ppo/allegro_inhand/mujoco"):
-        route_train(["--algo", "ppo", "--task", "allegro_inhand", "--sim", "bullet"])
-    with pytest.raises(RouterError, match="Available"):
+def test_unknown_choices_list_what_exists():
+    with pytest.raises(RouterError, match="unknown --algo 'sac'; available: appo, hora_distill, ppo"):
         route_train(["--algo", "sac", "--task", "allegro_inhand"])
+    with pytest.raises(RouterError, match="unknown --task 'cube'; available: allegro_inhand, sharpa_inhand"):
+        route_train(["--algo", "ppo", "--task", "cube"])
+    with pytest.raises(RouterError, match="unknown --profile 'fast'; available: hora"):
+        route_train(["--algo", "ppo", "--task", "allegro_inhand", "--profile", "fast"])
 
 
 def test_grasp_task_routes_to_collection():
@@ -115,7 +141,8 @@ def test_help_lists_the_algorithms_tasks_and_configs(capsys):
         route_train(["--help"])
     out = capsys.readouterr().out
     assert "appo, hora_distill, ppo" in out and "sharpa_inhand" in out
-    assert "ppo/allegro_inhand/mujoco" in " ".join(out.split())
+    assert "configs/algos/<algo>.yaml, configs/tasks/<task>.yaml" in " ".join(out.split())
+    assert "allegro_inhand_grasp" in out and "mujoco, motrix" in out
 
 
 def test_router_errors_exit_2_with_an_error_line(tmp_path):

@@ -1,7 +1,7 @@
 """Command line: ``python -m unilab fit|validate|test|predict|collect --config <yaml>``, ``render --run <run>``.
 
 ``fit`` and friends are LightningCLI subcommands. ``collect`` runs grasp collection for a task
-(configs/<algo>/<task>_grasp/<sim>.yaml) and writes a cache file with its sidecar. ``render`` turns
+(configs/grasp/<task>/<sim>.yaml) and writes a cache file with its sidecar. ``render`` turns
 the episodes ``predict`` recorded into GIFs (``unilab.video``).
 """
 
@@ -35,7 +35,7 @@ log = logging.getLogger("unilab")
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
 DESCRIPTION = """Train and evaluate in-hand rotation policies (LightningCLI: fit, validate, test, predict).
 Also: `python -m unilab train|eval --algo A --task T --sim S` (the reference tool's flags; --help lists
-them), `python -m unilab collect --config configs/<algo>/<task>_grasp/<sim>.yaml` (grasp caches) and
+them), `python -m unilab collect --config configs/grasp/<task>/<sim>.yaml` (grasp caches) and
 `python -m unilab render --run <run folder>` (GIFs of the episodes `predict` recorded)."""
 # Warnings that say nothing a unilab user can act on, each with the reason; silenced once, in ``main``.
 QUIET_WARNINGS = (

@@ -49,20 +49,61 @@ class Route:
     then: tuple[list[str], ...] = ()
 
 
-def available_configs(root: Path = CONFIG_ROOT) -> list[str]:
-    return sorted(f"{p.parent.parent.name}/{p.parent.name}/{p.stem}" for p in root.glob("*/*/*.yaml"))
+def choices(root: Path = CONFIG_ROOT) -> dict[str, list[str]]:
+    """What can be composed: algorithms, tasks, simulators and profiles (the file names of their parts)."""
+    sims = ["mujoco", *sorted(p.name for p in (root / "sims").iterdir() if p.is_dir())]
+    return {
+        "algo": sorted(p.stem for p in (root / "algos").glob("*.yaml")),
+        "task": sorted(p.stem for p in (root / "tasks").glob("*.yaml")),
+        "sim": sims,
+        "profile": sorted(p.stem for p in (root / "profiles").glob("*.yaml")),
+        "grasp task": sorted(f"{p.name}_grasp" for p in (root / "grasp").iterdir() if p.is_dir()),
+    }
 
 
-def config_path(algo: str, task: str, sim: str, profile: str | None, root: Path = CONFIG_ROOT) -> Path:
-    name = f"{sim}_{profile}" if profile else sim
-    path = root / algo / task / f"{name}.yaml"
-    if not path.exists():
-        raise RouterError(
-            f"no config for --algo {algo} --task {task} --sim {sim}"
-            + (f" --profile {profile}" if profile else "")
-            + f" ({path}). Available (algo/task/sim[_profile]): {', '.join(available_configs(root))}"
-        )
+def compose(algo: str, task: str, sim: str, profile: str | None, root: Path = CONFIG_ROOT) -> list[Path]:
+    """The config files of one training setup, in the order LightningCLI merges them.
+
+    ``algos/<algo>.yaml`` (model, data module, trainer), ``tasks/<task>.yaml`` (the env and its sizes),
+    ``algos/<algo>/<task>.yaml`` where an algorithm needs other settings on a task, ``sims/<sim>/<task>.yaml``
+    for a simulator other than MuJoCo, ``profiles/<profile>.yaml``. Each states only what differs.
+    """
+    available = choices(root)
+    for kind, value in (("algo", algo), ("task", task), ("sim", sim)) + ((("profile", profile),) if profile else ()):
+        if value not in available[kind]:
+            raise RouterError(f"unknown --{kind} {value!r}; available: {', '.join(available[kind])}")
+    parts = [root / "algos" / f"{algo}.yaml", root / "tasks" / f"{task}.yaml", root / "algos" / algo / f"{task}.yaml"]
+    parts += [root / "sims" / sim / f"{task}.yaml"]
+    if sim != "mujoco" and not parts[-1].is_file():
+        raise RouterError(f"--sim {sim} has no settings for task {task} ({parts[-1]})")
+    if profile:
+        parts.append(root / "profiles" / f"{profile}.yaml")
+    return [part for part in parts if part.is_file()]
+
+
+def grasp_config(task: str, sim: str, root: Path = CONFIG_ROOT) -> Path:
+    """``grasp/<task>/<sim>.yaml`` for ``--task <task>_grasp``."""
+    path = root / "grasp" / task.removesuffix("_grasp") / f"{sim}.yaml"
+    if not path.is_file():
+        raise RouterError(f"no grasp collection config {path}; grasp tasks: {', '.join(choices(root)['grasp task'])}")
     return path
+
+
+def config_args(parts: list[Path]) -> list[str]:
+    """``--config <part>`` for each part, for LightningCLI."""
+    return [arg for part in parts for arg in ("--config", str(part))]
+
+
+def composed_value(parts: list[Path], *keys: str, default=None):
+    """The value the composed config gives ``keys`` (the last part that sets it wins)."""
+    value = default
+    for part in parts:
+        node = yaml.safe_load(part.read_text()) or {}
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            value = node
+    return value
 
 
 def task_class_name(task: str) -> str:
@@ -87,7 +128,7 @@ def checkpoint_file(run: Path, which: str) -> Path:
         raise RouterError(str(error)) from None
 
 
-def translate(extra: list[str], table: dict[str, str | None], config: Path) -> tuple[list[str], str | None]:
+def translate(extra: list[str], table: dict[str, str | None], parts: list[Path]) -> tuple[list[str], str | None]:
     """Pass ``--x`` arguments through; translate reference ``key=value``; return (args, load_run)."""
     args: list[str] = []
     load_run = None
@@ -104,7 +145,7 @@ def translate(extra: list[str], table: dict[str, str | None], config: Path) -> t
         if key == "algo.load_run":
             load_run = value
         elif key == "algo.max_iterations":
-            per_epoch = yaml.safe_load(config.read_text())["data"]["init_args"].get("iterations_per_epoch", 50)
+            per_epoch = composed_value(parts, "data", "init_args", "iterations_per_epoch", default=50)
             args.append(f"--trainer.max_epochs={math.ceil(int(value) / per_epoch)}")
         elif table[key] is not None:
             args.append(f"{table[key]}={value}")
@@ -112,25 +153,28 @@ def translate(extra: list[str], table: dict[str, str | None], config: Path) -> t
 
 
 def common_parser(prog: str) -> argparse.ArgumentParser:
-    configs = [name.split("/") for name in available_configs()]
-
-    def names(index: int) -> str:
-        return ", ".join(sorted({parts[index] for parts in configs}))
-
+    available = choices()
     parser = argparse.ArgumentParser(
         prog=f"python -m unilab {prog}",
         epilog="Other arguments go to LightningCLI (e.g. --data.num_envs 64 --trainer.max_epochs 10), as do the "
-        f"reference key=value overrides {', '.join(REFERENCE_KEYS)}. Configs: {', '.join(available_configs())}.",
+        f"reference key=value overrides {', '.join(REFERENCE_KEYS)}. The configs composed are "
+        "configs/algos/<algo>.yaml, configs/tasks/<task>.yaml, configs/algos/<algo>/<task>.yaml, "
+        "configs/sims/<sim>/<task>.yaml and configs/profiles/<profile>.yaml (those that exist); "
+        "--print_config shows the result as one file.",
     )
-    parser.add_argument("--algo", required=True, help=names(0))
-    parser.add_argument("--task", required=True, help=names(1))
-    parser.add_argument("--sim", default="mujoco", help="mujoco (default) or motrix")
-    parser.add_argument(
-        "--profile", default=None, help="a config variant, e.g. hora (configs/<algo>/<task>/<sim>_<profile>.yaml)"
-    )
+    parser.add_argument("--algo", default=None, help=", ".join(available["algo"]))
+    parser.add_argument("--task", required=True, help=", ".join(available["task"] + available["grasp task"]))
+    parser.add_argument("--sim", default="mujoco", help=", ".join(available["sim"]))
+    parser.add_argument("--profile", default=None, help=f"a variant: {', '.join(available['profile'])}")
     parser.add_argument("--load-run", default=None, help="-1 (newest run) or a run folder name")
     parser.add_argument("--checkpoint", default="last", help="last, best or an epoch number")
     return parser
+
+
+def required_algo(known: argparse.Namespace) -> str:
+    if known.algo is None:
+        raise RouterError(f"--algo is required; available: {', '.join(choices()['algo'])}")
+    return known.algo
 
 
 def route_train(argv: list[str]) -> Route:
@@ -138,17 +182,17 @@ def route_train(argv: list[str]) -> Route:
     parser.add_argument("--resume", action="store_true", help="continue the newest (or --load-run) run")
     known, extra = parser.parse_known_args(argv)
     if known.task.endswith("_grasp"):
-        config = config_path(known.algo, known.task, known.sim, known.profile)
-        args, _ = translate(extra, COLLECT_KEYS, config)
+        config = grasp_config(known.task, known.sim)
+        args, _ = translate(extra, COLLECT_KEYS, [config])
         return Route(["collect", "--config", str(config), *args])
-    config = config_path(known.algo, known.task, known.sim, known.profile)
-    args, load_run = translate(extra, REFERENCE_KEYS, config)
+    parts = compose(required_algo(known), known.task, known.sim, known.profile)
+    args, load_run = translate(extra, REFERENCE_KEYS, parts)
     load_run = known.load_run or load_run
     if known.resume or load_run is not None:
         run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.sim, load_run or "-1")
         ckpt = checkpoint_file(run, known.checkpoint)
         return Route(["fit", "--config", str(run / "config.yaml"), f"--ckpt_path={ckpt}", *args])
-    return Route(["fit", "--config", str(config), *args])
+    return Route(["fit", *config_args(parts), *args])
 
 
 def route_eval(argv: list[str]) -> Route:
@@ -162,8 +206,8 @@ def route_eval(argv: list[str]) -> Route:
         "on another simulator than --sim is evaluated on both, side by side",
     )
     known, extra = parser.parse_known_args(argv)
-    config = config_path(known.algo, known.task, known.sim, known.profile)
-    args, load_run = translate(extra, REFERENCE_KEYS, config)
+    parts = compose(required_algo(known), known.task, known.sim, known.profile)
+    args, load_run = translate(extra, REFERENCE_KEYS, parts)
     selector = known.load_run or load_run or "-1"
     run = find_run(runs.run_algo(known.algo, known.profile), known.task, known.trained_on or known.sim, selector)
     ckpt = checkpoint_file(run, known.checkpoint)

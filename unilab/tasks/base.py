@@ -171,7 +171,7 @@ class InHandRotationEnv:
 
     # Grasp cache -------------------------------------------------------------------------------
     def regenerate_command(self) -> str:
-        return f"python -m unilab collect --config configs/ppo/{self.task_name}_grasp/{self.sim}.yaml"
+        return f"python -m unilab train --task {self.task_name}_grasp --sim {self.sim}"
 
     def generated_cache_name(self, count: int) -> str:
         """File name of a cache of ``count`` grasps (``<prefix>_<N>.npy``)."""
