@@ -100,7 +100,7 @@ def test_bad_cache_raises_clear_error_and_is_left_untouched(tmp_path, good_cache
         caches.resolve_cache(
             env.cache_name, source, env.cache_expectation(), generate=pytest.fail, generated_name="x.npy"
         )
-    assert str(path) in str(error.value) and "unilab collect" in str(error.value)
+    assert str(path) in str(error.value) and "unilab train --task allegro_inhand_grasp" in str(error.value)
     assert (digest(path), digest(caches.sidecar_path(path))) == before
 
 
@@ -123,7 +123,7 @@ def test_offline_resolution_falls_back_to_generation(tmp_path, make_env):
 
 def test_generation_off_names_the_collect_command(tmp_path, env):
     source = CacheSource(cache_dir=str(tmp_path), generate_count=0)
-    with pytest.raises(CacheError, match="unilab collect"):
+    with pytest.raises(CacheError, match="unilab train --task allegro_inhand_grasp"):
         caches.resolve_cache("a.npy", source, env.cache_expectation(), generate=pytest.fail, generated_name="b.npy")
 
 

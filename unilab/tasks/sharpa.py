@@ -34,6 +34,7 @@ DEFAULT_REWARD_WEIGHTS = {
     "torque": -0.1,
     "work": -0.5,
     "object_position": 0.003,
+    "drop": -40.0,  # ours: -2 per lost cylinder; without it PPO learns to spin and drop (docs/results.md)
 }
 TACTILE_CLIP = 4.0
 OBS_CLIP = 5.0
