@@ -4,11 +4,14 @@
 #   bash scripts/hora_sharpa.sh [ppo|appo]
 #
 # Each stage is skipped when its output exists (a cache file per scale; a teacher / student run whose
-# run.json says it ended) and resumed from last.ckpt when a run was interrupted. Budgets and sizes:
-#   COUNT=100                                     grasps per scale collected when a cache is missing
-#   TEACHER_ARGS="--trainer.max_time 00:01:00:00"  extra LightningCLI flags of the teacher fit
-#   STUDENT_ARGS="--trainer.max_epochs 50"         extra LightningCLI flags of the student fit
-#   EVAL_ARGS="--data.test_episodes 72"            extra flags of both evaluations
+# run.json says it ended) and resumed from last.ckpt when a run was interrupted. Budgets (in env-steps, so a
+# busy machine changes only the wall time) and sizes:
+#   TEACHER_STEPS=8200000                          the teacher's budget (the reference's)
+#   STUDENT_STEPS=4000000                          the student's budget
+#   COUNT=200                                      grasps per scale collected when a cache is missing
+#   TEACHER_ARGS="--model.init_args.entropy_coef 0.005"  extra LightningCLI flags of the teacher fit
+#   STUDENT_ARGS=...                               extra LightningCLI flags of the student fit
+#   EVAL_ARGS="--data.test_episodes 72"            extra flags of both evaluations (default: 240 episodes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FAMILY=${1:-ppo}
@@ -43,18 +46,21 @@ missing=""
 for scale in $SCALES; do
   [ -f "${UNILAB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/unilab}/sharpa_grasp_${scale}.npy" ] || missing="$missing $scale"
 done
-if [ -n "$missing" ]; then COUNT=${COUNT:-100} bash scripts/sharpa_collect_grasps.sh $missing; else echo "all present"; fi
+if [ -n "$missing" ]; then COUNT=${COUNT:-200} bash scripts/sharpa_collect_grasps.sh $missing; else echo "all present"; fi
 
+budget() { echo "--trainer.max_epochs=1000000 --trainer.callbacks+=unilab.callbacks.EnvStepBudget --trainer.callbacks.env_steps=$1"; }
 # shellcheck disable=SC2086
-fit_stage "hora_$FAMILY" --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora ${TEACHER_ARGS:-}
+fit_stage "hora_$FAMILY" --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora \
+  $(budget "${TEACHER_STEPS:-8200000}") ${TEACHER_ARGS:-}
 # shellcheck disable=SC2086
 fit_stage hora_distill --algo hora_distill --task sharpa_inhand --sim mujoco \
-  "--model.teacher.algo_family=$FAMILY" ${STUDENT_ARGS:-}
+  "--model.teacher.algo_family=$FAMILY" $(budget "${STUDENT_STEPS:-4000000}") ${STUDENT_ARGS:-}
 
 echo "== evaluation"
+EVAL_ARGS=${EVAL_ARGS:---data.test_episodes=240}
 # shellcheck disable=SC2086
-unilab eval --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora --load-run -1 ${EVAL_ARGS:-}
+unilab eval --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora --load-run -1 $EVAL_ARGS
 # shellcheck disable=SC2086
-unilab eval --algo hora_distill --task sharpa_inhand --sim mujoco --load-run -1 ${EVAL_ARGS:-}
+unilab eval --algo hora_distill --task sharpa_inhand --sim mujoco --load-run -1 $EVAL_ARGS
 "$PYTHON" scripts/compare_eval.py "teacher=$(newest_run "hora_$FAMILY")/eval.json" \
   "student=$(newest_run hora_distill)/eval.json"
