@@ -22,7 +22,8 @@ from unilab.algos.losses import gaussian_kl
 from unilab.algos.targets import vtrace
 from unilab.caches import CacheSource
 from unilab.cli import main
-from unilab.data.async_rollout import AsyncRolloutDataModule, CollectorError, RolloutLayout, RolloutRing
+from unilab.data.async_rollout import AsyncRolloutDataModule, CollectorError
+from unilab.data.ring import RolloutLayout, RolloutRing
 from unilab.models.actor_critic import ActorCritic
 from unilab.router import compose, config_args
 

@@ -282,7 +282,7 @@ def test_a_cache_left_in_the_old_package_folder_is_still_read(monkeypatch, tmp_p
 
 def test_a_cache_too_small_for_an_epoch_of_starts_is_warned_about(make_env, caplog):
     env = make_env(num_envs=8)
-    with caplog.at_level("WARNING", logger="unilab.tasks.base"):
+    with caplog.at_level("WARNING", logger="unilab.tasks.grasp_cache"):
         env.load_grasps()  # 8 envs, one reset each: the 48-grasp cache is enough
         assert "starts repeat" not in caplog.text
         env.load_grasps(training_envs=64, control_steps_per_epoch=800)  # 64 envs x 2 time-outs per epoch

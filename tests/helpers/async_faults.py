@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from unilab.data.async_rollout import RolloutRing
+from unilab.data.ring import RolloutRing
 from unilab.tasks.allegro import AllegroInhandRotation
 
 

@@ -1,0 +1,169 @@
+"""Shared memory between the APPO learner and its collector process: the rollout ring and the policy board.
+
+The ring has ``size`` slots of one rollout each; a slot is written only when free or holding an unread
+rollout (which is then dropped and counted) and never while the learner copies it, so a read never
+returns a torn rollout. The board holds the newest weights with a version counter.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from unilab.models.actor_critic import ActorCritic
+
+FREE, WRITING, READY, READING = 0, 1, 2, 3
+# Indices into the shared control vector.
+STOP, PAUSED, READY_FLAG, HEARTBEAT, WRITTEN, DROPPED, READ = range(7)
+
+
+@dataclass(frozen=True)
+class RolloutLayout:
+    """Shapes of one rollout: ``horizon`` steps of ``num_envs`` envs."""
+
+    horizon: int
+    num_envs: int
+    obs_dims: dict[str, int]
+    num_actions: int
+    critic_group: str
+
+    def allocate(self, shared: bool = False) -> dict[str, torch.Tensor]:
+        t, n, a = self.horizon, self.num_envs, self.num_actions
+        tensors = {f"obs/{name}": torch.zeros(t, n, dim) for name, dim in self.obs_dims.items()}
+        tensors |= {
+            "actions": torch.zeros(t, n, a),
+            "action_mean": torch.zeros(t, n, a),
+            "action_std": torch.zeros(a),
+            "log_prob": torch.zeros(t, n),
+            "rewards": torch.zeros(t, n),
+            "terminated": torch.zeros(t, n, dtype=torch.bool),
+            "dones": torch.zeros(t, n, dtype=torch.bool),
+            "truncated_critic_obs": torch.zeros(t, n, self.obs_dims[self.critic_group]),
+            "last_critic_obs": torch.zeros(n, self.obs_dims[self.critic_group]),
+            # [policy version, sequence number]; [collect seconds]
+            "stamp": torch.zeros(2, dtype=torch.int64),
+            "collect_seconds": torch.zeros(1, dtype=torch.float64),
+        }
+        if shared:
+            for tensor in tensors.values():
+                tensor.share_memory_()
+        return tensors
+
+
+@dataclass
+class Rollout:
+    """One rollout on the learner side (a private copy of a ring slot)."""
+
+    tensors: dict[str, torch.Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+    wait_seconds: float = 0.0
+
+    @property
+    def obs(self) -> dict[str, torch.Tensor]:
+        return {key[4:]: value for key, value in self.tensors.items() if key.startswith("obs/")}
+
+    @property
+    def version(self) -> int:
+        return int(self.tensors["stamp"][0])
+
+    @property
+    def sequence(self) -> int:
+        return int(self.tensors["stamp"][1])
+
+    @property
+    def env_steps(self) -> int:
+        return self.tensors["rewards"].numel()
+
+    @property
+    def collect_seconds(self) -> float:
+        return float(self.tensors["collect_seconds"][0])
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(name)
+
+
+class RolloutRing:
+    """``size`` shared slots; FIFO for the reader, the oldest unread slot is overwritten when full."""
+
+    def __init__(self, layout: RolloutLayout, size: int, context) -> None:
+        if size < 2:
+            raise ValueError(f"the ring needs at least 2 slots, got {size}")
+        self.layout = layout
+        self.slots = [layout.allocate(shared=True) for _ in range(size)]
+        self.state = torch.zeros(size, dtype=torch.int64).share_memory_()
+        self.sequence = torch.zeros(size, dtype=torch.int64).share_memory_()
+        self.control = torch.zeros(8, dtype=torch.float64).share_memory_()
+        self.lock = context.Lock()
+
+    # Writer side (collector) -------------------------------------------------------------------
+    def write(self, rollout: dict[str, torch.Tensor]) -> None:
+        """Publish a rollout; drops (and counts) the oldest unread one when no slot is free."""
+        with self.lock:
+            free = (self.state == FREE).nonzero().flatten()
+            if len(free):
+                slot = int(free[0])
+            else:
+                ready = (self.state == READY).nonzero().flatten()
+                slot = int(ready[self.sequence[ready].argmin()])
+                self.control[DROPPED] += 1
+            self.state[slot] = WRITING
+            sequence = int(self.control[WRITTEN])
+        target = self.slots[slot]
+        for key, value in rollout.items():
+            target[key].copy_(value)
+        target["stamp"][1] = sequence
+        with self.lock:
+            self.sequence[slot] = sequence
+            self.state[slot] = READY
+            self.control[WRITTEN] += 1
+
+    # Reader side (learner) ---------------------------------------------------------------------
+    def try_read(self, into: dict[str, torch.Tensor]) -> bool:
+        """Copy the oldest ready rollout into ``into``; False when none is ready."""
+        with self.lock:
+            ready = (self.state == READY).nonzero().flatten()
+            if not len(ready):
+                return False
+            slot = int(ready[self.sequence[ready].argmin()])
+            self.state[slot] = READING
+        for key, value in self.slots[slot].items():
+            into[key].copy_(value)
+        with self.lock:
+            self.state[slot] = FREE
+            self.control[READ] += 1
+        return True
+
+    def counters(self) -> dict[str, int]:
+        with self.lock:
+            written, dropped, read = (int(self.control[i]) for i in (WRITTEN, DROPPED, READ))
+            pending = int((self.state == READY).sum())
+        return {"written": written, "dropped": dropped, "read": read, "pending": pending}
+
+
+class PolicyBoard:
+    """The learner's newest acting weights in shared memory, with a version counter."""
+
+    def __init__(self, policy: ActorCritic, context) -> None:
+        self.shared = copy.deepcopy(policy).cpu().share_memory()
+        self.version = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.lock = context.Lock()
+
+    def publish(self, policy: ActorCritic) -> int:
+        with self.lock, torch.no_grad():
+            for target, source in zip(self.shared.state_dict().values(), policy.state_dict().values(), strict=True):
+                target.copy_(source)
+            self.version += 1
+            return int(self.version)
+
+    def pull(self, local: ActorCritic, known_version: int) -> int:
+        """Copy the shared weights into ``local`` if newer than ``known_version``; return the version held."""
+        if int(self.version) == known_version:
+            return known_version
+        with self.lock, torch.no_grad():
+            local.load_state_dict(self.shared.state_dict())
+            return int(self.version)
