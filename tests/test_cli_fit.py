@@ -359,7 +359,7 @@ def test_fit_ckpt_path_last_continues_the_newest_run(tmp_path, monkeypatch, cach
     assert len(run_dirs(tmp_path)) == 1
 
 
-def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypatch, cache_dir):
+def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypatch, cache_dir, capsys):
     monkeypatch.chdir(tmp_path)
     main(["train", *ROUTE, *tiny_overrides(cache_dir)])
     (run,) = run_dirs(tmp_path)
@@ -367,8 +367,11 @@ def test_checkpoint_of_another_observation_layout_is_refused(tmp_path, monkeypat
     checkpoint = torch.load(path, weights_only=False)
     checkpoint["unilab"]["observation_dims"] = {"policy": 147, "critic": 156}
     torch.save(checkpoint, path)
-    with pytest.raises(ValueError, match="different task or observation layout"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["eval", *ROUTE, "--load-run", "-1", "--data.test_episodes=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "different task or observation layout" in err and "Traceback" not in err
 
 
 def test_sigkilled_fit_resumes_from_its_last_checkpoint(tmp_path, cache_dir):

@@ -106,3 +106,40 @@ def test_play_refuses_a_folder_without_a_policy(tmp_path, capsys):
         main(["play", "--run", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "policy.onnx does not exist" in capsys.readouterr().err
+
+
+def test_play_refuses_a_contract_whose_joint_order_is_not_the_models(exported_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / exported_run.name
+    shutil.copytree(exported_run, run, ignore=shutil.ignore_patterns("checkpoints"))
+    contract = json.loads((run / "policy.json").read_text())
+    names = contract["joint_names"]
+    names[0], names[1] = names[1], names[0]
+    (run / "policy.json").write_text(json.dumps(contract))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["play", "--run", str(run), "--episodes", "1"])
+    assert exit_info.value.code == 2
+    assert "joint order" in capsys.readouterr().err
+
+
+def test_cross_simulator_eval_refuses_a_checkpoint_of_another_layout(exported_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import yaml
+
+    pytest.importorskip("motrixsim")
+    run = tmp_path / "logs" / "ppo" / "AllegroInhandRotation" / exported_run.name
+    shutil.copytree(exported_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["trainer"]["callbacks"] = None
+    config["data"]["init_args"]["env"]["init_args"]["episode_length"] = 5
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    state = __import__("torch").load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    state["unilab"]["observation_dims"]["policy"] = 99  # as if trained on another observation layout
+    __import__("torch").save(state, run / "checkpoints" / "last.ckpt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", *ROUTE[:-1], "motrix", "--load-run", run.name, "--data.test_episodes=1"])
+    assert exit_info.value.code == 2
+    assert "does not match this task" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from unilab.callbacks import EvaluationReport, PredictionReport, RunMetadata, Tr
 from unilab.checkpoint_io import AtomicCheckpointIO
 from unilab.cpu_share import default_num_threads
 from unilab.data.rollout import EnvFactory
+from unilab.errors import UnilabError
 from unilab.router import RouterError, route_eval, route_train
 from unilab.user_errors import check_checkpoint, concise_user_errors
 
@@ -95,6 +96,10 @@ class UnilabCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         with concise_user_errors():
             super().instantiate_classes()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with concise_user_errors(kinds=(UnilabError,)):  # e.g. a checkpoint of another observation layout
+            super()._run_subcommand(subcommand)
 
     def instantiate_trainer(self, **kwargs):
         check_data = getattr(self.model, "check_data", None)

@@ -17,7 +17,7 @@ USER_ERRORS = (ValueError, UnilabError)
 
 
 class CheckpointError(UnilabError, ValueError):
-    """A ``ckpt_path`` that does not exist or is not a Lightning checkpoint."""
+    """A ``ckpt_path`` that does not exist, is not a Lightning checkpoint, or was trained on another layout."""
 
 
 def check_checkpoint(path: Path) -> None:
@@ -39,16 +39,18 @@ def check_checkpoint(path: Path) -> None:
 
 
 @contextmanager
-def concise_user_errors() -> Iterator[None]:
+def concise_user_errors(kinds: tuple[type[BaseException], ...] = USER_ERRORS) -> Iterator[None]:
     """Turn an error unilab raised about the config into ``error: <message>`` (exit 2) without the traceback.
 
     jsonargparse wraps errors raised while it builds the classes in its own, burying the message under
     the whole resolved config. Anything else, or an error raised outside unilab's code, propagates.
+    ``kinds`` narrows what counts (while a command runs, only ``UnilabError``: a plain ValueError there
+    is a bug and keeps its traceback).
     """
     try:
         yield
     except Exception as error:
-        cause = next((e for e in exception_chain(error) if isinstance(e, USER_ERRORS) and raise_site(e)), None)
+        cause = next((e for e in exception_chain(error) if isinstance(e, kinds) and raise_site(e)), None)
         if cause is None:
             raise
         message = cause.args[0] if cause.args else type(cause).__name__

@@ -13,6 +13,7 @@ from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
 from unilab.prediction import record_trajectories
+from unilab.user_errors import CheckpointError
 
 
 def actor_critic_from(hparams: Mapping) -> ActorCritic:
@@ -225,7 +226,7 @@ class PolicyAlgorithm(L.LightningModule):
         layout = {"observation_dims": dict(self.hparams.observation_dims), "num_actions": self.hparams.num_actions}
         for key, value in layout.items():
             if key in saved and saved[key] != value:
-                raise ValueError(
+                raise CheckpointError(
                     f"checkpoint {key} {saved[key]} does not match this task's {value}; "
                     "it was trained on a different task or observation layout"
                 )

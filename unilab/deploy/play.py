@@ -42,6 +42,19 @@ def build_env(run: Path, sim: str, episodes: int):
     return env, config
 
 
+def check_contract_against_env(contract: dict, env) -> None:
+    """Refuse a policy whose task, joint order or frame layout is not the simulator's."""
+    if env.task_name != contract["task"]:
+        raise ContractError(f"policy.json is for task {contract['task']!r}, the run builds {env.task_name!r}")
+    if list(contract["joint_names"]) != list(env.hand.joint_names):
+        raise ContractError(
+            f"policy.json's joint order {contract['joint_names']} is not the model's actuator order "
+            f"{list(env.hand.joint_names)}; export the policy again with this model"
+        )
+    if contract["frame"]["size"] != env.frame_dim:
+        raise ContractError(f"policy.json's frame has {contract['frame']['size']} values, the task's {env.frame_dim}")
+
+
 def readings(env, contract: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """What a robot's drivers deliver this period, taken from the simulator's newest observation frame."""
     frame = env.history[:, -1].numpy()
@@ -64,8 +77,7 @@ def play(run: Path, sim: str | None, episodes: int | None, seed: int | None) -> 
     episodes = episodes or int(data.get("test_episodes", 64))
     seed = int(data.get("eval_seed", 12345)) if seed is None else seed
     env, _ = build_env(run, sim, episodes)
-    if env.task_name != runner.contract["task"]:
-        raise ContractError(f"policy.json is for task {runner.contract['task']!r}, the run builds {env.task_name!r}")
+    check_contract_against_env(runner.contract, env)
     worst = 0.0
 
     def act(obs: dict[str, torch.Tensor]) -> torch.Tensor:
