@@ -71,6 +71,13 @@ def test_fit_on_a_many_core_machine_does_not_ask_for_loader_workers(tmp_path, mo
     assert not [w for w in caught if "num_workers" in str(w.message)]  # rollouts are made in this process
 
 
+def test_a_fit_without_logger_writes_nothing_into_the_working_directory(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        main(fit_args(cache_dir, "--trainer.enable_checkpointing=false", "--trainer.logger=false"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 def test_seeded_fits_are_reproducible(tmp_path, monkeypatch, cache_dir):
     params = []
     for attempt in range(2):

@@ -68,6 +68,8 @@ class RunConfigSaver(SaveConfigCallback):
     ``config.resume_<N>.yaml`` beside it, so the run's original settings are never overwritten."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if not trainer.loggers:  # no run folder (--trainer.logger=false): never write into the working directory
+            return
         if not self.already_saved and trainer.log_dir and (Path(trainer.log_dir) / "config.yaml").exists():
             index = 1
             while (Path(trainer.log_dir) / f"config.resume_{index}.yaml").exists():
