@@ -50,6 +50,12 @@ def new_run(algo: str, task_class: str, sim: str, root: Path | None = None) -> P
     return create_unique_dir(runs_folder(algo, task_class, root), datetime.now().strftime("%Y%m%d_%H%M%S"), f"_{sim}")
 
 
+def run_folders(algo: str, task_class: str, sim: str, root: Path | None = None) -> list[Path]:
+    """The runs of one algorithm, task and simulator, oldest first."""
+    parent = runs_folder(algo, task_class, root)
+    return sorted(p for p in parent.glob(f"*_{sim}") if p.is_dir()) if parent.is_dir() else []
+
+
 def find_run(algo: str, task_class: str, sim: str, selector: str, root: Path | None = None) -> Path:
     """A run folder: ``-1`` is the newest, ``-2`` the one before, else a folder name or a path.
 
@@ -57,7 +63,7 @@ def find_run(algo: str, task_class: str, sim: str, selector: str, root: Path | N
     epoch ended leaves a folder with nothing to evaluate or resume.
     """
     parent = runs_folder(algo, task_class, root)
-    runs = sorted(p for p in parent.glob(f"*_{sim}") if p.is_dir()) if parent.is_dir() else []
+    runs = run_folders(algo, task_class, sim, root)
     if selector.lstrip("-").isdigit() and int(selector) < 0:
         saved = [run for run in runs if any((run / "checkpoints").glob("*.ckpt"))]
         if len(saved) < -int(selector):
@@ -129,6 +135,21 @@ def trained_sim(run: Path) -> str:
         return run.name.rsplit("_", 1)[-1]
 
 
+def task_of_run(run: Path, num_envs: int, **overrides):
+    """The run's task (its config's ``data.env``) with ``num_envs`` envs and ``overrides`` of its init args."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from unilab.data.rollout import EnvFactory
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    env = dict(config["data"]["init_args"]["env"])
+    env["init_args"] = dict(env.get("init_args") or {}) | overrides
+    parser = ArgumentParser()
+    parser.add_argument("--env", type=EnvFactory)
+    return parser.instantiate_classes(parser.parse_object({"env": env})).env(num_envs)
+
+
 def loads(path: Path) -> bool:
     """Whether ``path`` is a readable Lightning checkpoint (its tensors are mapped, not read)."""
     from unilab.user_errors import CheckpointError, check_checkpoint
@@ -167,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         task_class = get_task(args.task).__name__
     except (KeyError, ValueError) as error:
         parser.error(str(error))
-    parent = runs_folder(args.algo, task_class)
-    runs = sorted(p for p in parent.glob(f"*_{args.sim}") if p.is_dir()) if parent.is_dir() else []
+    runs = run_folders(args.algo, task_class, args.sim)
     if runs:
         print(runs[-1])
     return 0

@@ -17,16 +17,15 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import torch
-import yaml
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import Callback
 from PIL import Image
 
-from unilab.data.rollout import EnvFactory
 from unilab.errors import UnilabError
 from unilab.files import atomic_write
 from unilab.prediction import record_trajectories
+from unilab.runs import task_of_run
 from unilab.sim.scene import OBJECT_BODY, SceneLayout, build_scene
 from unilab.tasks.base import InHandRotationEnv
 
@@ -42,17 +41,6 @@ CAMERA_AZIMUTH = 150.0  # deg
 CAMERA_ELEVATION = -30.0  # deg
 BACKGROUND = (0.55, 0.6, 0.65)  # a light grey-blue: dark fingers read against it
 LOOKAT_BELOW_OBJECT = np.array([0.0, 0.0, -0.03])  # m: frame the fingers under the object too
-
-
-def task_of_run(config_path: Path) -> InHandRotationEnv:
-    """The run's task with one env on MuJoCo (only its hand, object and physics options are used)."""
-    config = yaml.safe_load(config_path.read_text())
-    env = config["data"]["init_args"]["env"]
-    env["init_args"] = env.get("init_args", {}) | {"sim": "mujoco", "num_threads": 1}
-    parser = ArgumentParser()
-    parser.add_argument("--env", type=EnvFactory)
-    factory = parser.instantiate_classes(parser.parse_object({"env": env})).env
-    return factory(1)
 
 
 def scene_for_video(task: InHandRotationEnv, scale: float) -> mujoco.MjModel:
@@ -167,7 +155,7 @@ def render(run: str, episodes: PositiveInt = 2, width: PositiveInt = 480, height
             f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}"
         )
     recorded = np.load(predictions)
-    task = task_of_run(config)
+    task = task_of_run(folder, 1, sim="mujoco", num_threads=1)  # only its hand, object and physics are used
     camera = mujoco.MjvCamera()
     camera.lookat[:] = task.obj.pos
     camera.distance, camera.azimuth, camera.elevation = CAMERA_DISTANCE, CAMERA_AZIMUTH, CAMERA_ELEVATION

@@ -22,24 +22,7 @@ import yaml
 from unilab.deploy.contract import ContractError
 from unilab.deploy.runner import PolicyRunner
 from unilab.evaluation import METRICS, evaluate, format_table
-from unilab.runs import trained_sim
-
-
-def build_env(run: Path, sim: str, episodes: int):
-    """The run's task with one env per episode on ``sim`` (the run's own settings otherwise)."""
-    from jsonargparse import ArgumentParser
-
-    from unilab.data.rollout import EnvFactory
-
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    env_config = dict(config["data"]["init_args"]["env"])
-    env_config["init_args"] = dict(env_config.get("init_args") or {}) | {"sim": sim}
-    parser = ArgumentParser()
-    parser.add_argument("--env", type=EnvFactory)
-    factory = parser.instantiate_classes(parser.parse_object({"env": env_config})).env
-    env = factory(episodes)
-    env.load_grasps(episodes, env.episode_length)
-    return env, config
+from unilab.runs import task_of_run, trained_sim
 
 
 def check_contract_against_env(contract: dict, env) -> None:
@@ -76,7 +59,8 @@ def play(run: Path, sim: str | None, episodes: int | None, seed: int | None) -> 
     data = config["data"]["init_args"]
     episodes = episodes or int(data.get("test_episodes", 64))
     seed = int(data.get("eval_seed", 12345)) if seed is None else seed
-    env, _ = build_env(run, sim, episodes)
+    env = task_of_run(run, episodes, sim=sim)
+    env.load_grasps(episodes, env.episode_length)
     check_contract_against_env(runner.contract, env)
     worst = 0.0
 
