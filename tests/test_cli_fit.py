@@ -306,7 +306,8 @@ def offscreen_rendering_works() -> bool:
 
 
 @pytest.mark.skipif(not offscreen_rendering_works(), reason="no OpenGL context (MUJOCO_GL=egl needs libEGL)")
-def test_render_turns_recorded_episodes_into_gifs(tmp_path, monkeypatch, cache_dir, capsys):
+def test_render_turns_recorded_episodes_into_gifs_and_mp4s(tmp_path, monkeypatch, cache_dir, capsys):
+    import av
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)
@@ -318,8 +319,13 @@ def test_render_turns_recorded_episodes_into_gifs(tmp_path, monkeypatch, cache_d
     main(["eval", *ROUTE, "--video=1", "--data.test_episodes=2", "--data.env.episode_length=6"])
     assert (run / "eval.json").exists() and (run / "predictions.npz").exists()
     assert "episode_0.gif" in capsys.readouterr().out and not (run / "episode_1.gif").exists()
-    (gif,) = main(["render", f"--run={run}", "--episodes=1", "--width=64", "--height=48"])
+    gif, mp4 = main(["render", f"--run={run}", "--episodes=1", "--width=64", "--height=48"])
     lengths = np.load(run / "predictions.npz")["alive"].sum(axis=0)
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+        assert stream.codec_context.name == "h264" and float(stream.average_rate) == 20.0
+    assert len(decoded) == lengths[0] and decoded[0].shape == (48, 64, 3) and decoded[0].std() > 10
     with Image.open(gif) as image:
         assert image.size == (64, 48) and image.n_frames == lengths[0] and image.info["duration"] == 50
         frames = []

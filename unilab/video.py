@@ -1,10 +1,11 @@
-"""Watch a policy: render the episodes ``predict`` recorded to GIFs with MuJoCo's offscreen renderer.
+"""Watch a policy: render the episodes ``predict`` recorded to GIF and MP4 with MuJoCo's offscreen renderer.
 
     python -m unilab render --run <run folder> [--episodes 2] [--width 480] [--height 360]
 
 reads ``<run>/predictions.npz`` and the run's ``config.yaml`` (for the hand and object) and writes
-``<run>/episode_<i>.gif``, one frame per control step at real-time speed. Headless machines render
-through EGL: ``unilab`` sets ``MUJOCO_GL=egl`` when no display is present, libEGL exists and it is unset.
+``<run>/episode_<i>.gif`` and ``<run>/episode_<i>.mp4`` (H.264), one frame per control step at real-time
+speed. Headless machines render through EGL: ``unilab`` sets ``MUJOCO_GL=egl`` when no display is present,
+libEGL exists and it is unset.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import mujoco
@@ -138,8 +140,27 @@ def save_gif(frames: np.ndarray, path: Path, frame_seconds: float) -> None:
     )
 
 
+def save_mp4(frames: np.ndarray, path: Path, frame_seconds: float) -> None:
+    """H.264 in MP4 (yuv420p, which players expect; odd sizes are padded by one edge pixel)."""
+    import av
+
+    height, width = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(1 / frame_seconds).limit_denominator(1000))
+            stream.height, stream.width = frames.shape[1:3]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())  # flush the encoder
+
+    atomic_write(path, write)
+
+
 def render(run: str, episodes: PositiveInt = 2, width: PositiveInt = 480, height: PositiveInt = 360) -> list[Path]:
-    """Render the first ``episodes`` recorded episodes of ``run`` to ``episode_<i>.gif`` files in it.
+    """Render the first ``episodes`` recorded episodes of ``run`` to ``episode_<i>.gif`` and ``.mp4`` files in it.
 
     Args:
         run: The run folder (logs/<algo>/<Task>/<timestamp>_<sim>) holding predictions.npz.
@@ -173,11 +194,12 @@ def render(run: str, episodes: PositiveInt = 2, width: PositiveInt = 480, height
         states = recorded["state"][:steps, episode]
         turned = turned_about_z(states[:, -4:])
         frames = annotate(frames, turned, float(recorded["ctrl_dt"]))
-        path = folder / f"episode_{episode}.gif"
-        save_gif(frames, path, float(recorded["ctrl_dt"]))
+        gif, mp4 = folder / f"episode_{episode}.gif", folder / f"episode_{episode}.mp4"
+        save_gif(frames, gif, float(recorded["ctrl_dt"]))
+        save_mp4(frames, mp4, float(recorded["ctrl_dt"]))
         outcome = "dropped" if recorded["dropped"][episode] else "kept"
-        print(f"{path}: {steps} steps ({outcome}, scale {scale:g}, turned {turned[-1]:+.2f} rad about z)")
-        written.append(path)
+        print(f"{gif} and .mp4: {steps} steps ({outcome}, scale {scale:g}, turned {turned[-1]:+.2f} rad about z)")
+        written += [gif, mp4]
     return written
 
 
