@@ -23,7 +23,9 @@ from unilab.algos.targets import vtrace
 from unilab.caches import CacheSource
 from unilab.cli import main
 from unilab.data.async_rollout import AsyncRolloutDataModule, CollectorError
-from unilab.data.ring import RolloutLayout, RolloutRing
+from unilab.data.record import RolloutLayout
+from unilab.data.ring import RolloutRing
+from unilab.data.rollout import RolloutDataModule
 from unilab.models.actor_critic import ActorCritic
 from unilab.router import compose, config_args
 
@@ -88,7 +90,7 @@ def test_vtrace_on_policy_equals_n_step_returns():
 # Ring buffer --------------------------------------------------------------------------------------
 def test_ring_under_a_slow_reader_counts_drops_and_never_tears_a_rollout():
     layout = RolloutLayout(horizon=4, num_envs=64, obs_dims={"policy": 32, "critic": 40}, num_actions=8,
-                           critic_group="critic")  # fmt: skip
+                           bootstrap_group="critic")  # fmt: skip
     context = mp.get_context("spawn")
     ring = RolloutRing(layout, size=3, context=context)
     writer = context.Process(target=write_numbered_rollouts, args=(ring, 400), daemon=True)
@@ -140,9 +142,31 @@ def small_policy(datamodule: AsyncRolloutDataModule) -> ActorCritic:
     return ActorCritic(dims["policy"], dims["critic"], datamodule.num_actions, (32,), (32,))
 
 
+def test_the_collector_process_and_the_training_process_make_the_same_rollouts(cache_dir):
+    # One loop, two places: APPO's spawned collector and PPO's in-process data module, same env factory,
+    # seed and weights, give the same records bit for bit (actions, log-probs, time-out observations ...).
+    remote = small_datamodule(cache_dir, episode_length=6)  # short episodes: time-outs inside the rollouts
+    torch.manual_seed(0)
+    policy = small_policy(remote)
+    remote.start_collector(policy, "critic", learner_buffers=3)
+    try:
+        received = [copy.deepcopy(remote.next_rollout()) for _ in range(3)]
+    finally:
+        remote.stop_collector()
+    local = RolloutDataModule(remote.env_factory, num_envs=8, horizon=4, iterations_per_epoch=1, seed=remote.seed)
+    local.set_actor(policy, torch.device("cpu"), "critic")
+    made = [copy.deepcopy(local.next_rollout()) for _ in range(1 + max(r.sequence for r in received))]
+    assert any(bool(r.truncated.any()) for r in received)
+    for rollout in received:
+        twin = made[rollout.sequence].tensors
+        for key, value in rollout.tensors.items():
+            if key not in ("stamp", "collect_seconds"):
+                assert torch.equal(value, twin[key]), key
+
+
 def test_collector_exception_reaches_the_learner_with_its_traceback(cache_dir):
     datamodule = small_datamodule(cache_dir, FailingAllegro, fail_after=6)
-    datamodule.start_collector(small_policy(datamodule), learner_buffers=2)
+    datamodule.start_collector(small_policy(datamodule), "critic", learner_buffers=2)
     pid = datamodule.collector.pid
     rollout = datamodule.next_rollout()  # 4 steps succeed
     assert rollout.env_steps == 32 and rollout.version == 0
@@ -157,7 +181,7 @@ def test_collector_exception_reaches_the_learner_with_its_traceback(cache_dir):
 
 def test_a_hung_collector_is_detected(cache_dir):
     datamodule = small_datamodule(cache_dir)
-    datamodule.start_collector(small_policy(datamodule), learner_buffers=2)
+    datamodule.start_collector(small_policy(datamodule), "critic", learner_buffers=2)
     pid = datamodule.collector.pid
     datamodule.next_rollout()
     os.kill(pid, signal.SIGSTOP)
@@ -254,8 +278,8 @@ def random_batch(steps: int = 5, envs: int = 6) -> dict[str, torch.Tensor]:
         "rewards": randn(steps, envs),
         "terminated": terminated,
         "dones": terminated | (torch.rand(steps, envs, generator=generator) < 0.15),
-        "truncated_critic_obs": randn(steps, envs, 9),
-        "last_critic_obs": randn(envs, 9),
+        "final_obs": randn(steps, envs, 9),
+        "last_obs": randn(envs, 9),
     }
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from unilab.algos.hora import Student, StudentActing, TeacherSource, load_teacher
+from unilab.algos.hora import Student, TeacherSource, load_teacher
 from unilab.cli import main
+from unilab.data.record import Rollout
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
 from unilab.router import compose, config_args
@@ -152,10 +153,11 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
     (run,) = (teachers / "logs" / "hora_distill" / "SharpaInhandRotation").iterdir()
     assert len(scalars(run, "distill/latent_mse")) == 30
     # On one fixed batch of states the trained student's latent is closer to the teacher's than fresh students'
-    student, collector = model.student, cli.datamodule.collector
-    batch = collector.collect(StudentActing(student), torch.device("cpu"))
-    target = student.teacher.latent(batch.obs)
-    history = batch.obs["proprio_hist"]
+    student, datamodule = model.student, cli.datamodule
+    datamodule.collector.collect(student, datamodule.record)
+    obs = {name: value.flatten(0, 1) for name, value in Rollout(datamodule.record).obs.items()}
+    target = student.teacher.latent(obs)
+    history = obs["proprio_hist"]
     with torch.no_grad():
         trained = (student.latent(history) - target).square().mean()
         fresh = []

@@ -18,7 +18,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.targets import vtrace
-from unilab.data.async_rollout import AsyncRolloutDataModule, Rollout
+from unilab.data.async_rollout import AsyncRolloutDataModule
+from unilab.data.record import Rollout
 from unilab.data.rollout import mean_metrics
 
 
@@ -144,7 +145,8 @@ class APPO(ActorCriticAlgorithm):
     def on_train_start(self) -> None:
         self._previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.hparams.learner_threads)
-        self.datamodule.start_collector(self.policy, learner_buffers=self.hparams.replay_pool_size + 1)
+        learner_buffers = self.hparams.replay_pool_size + 1
+        self.datamodule.start_collector(self.policy, self.policy.critic_group, learner_buffers)
         self.version = self.datamodule.collector.publish(self.policy)
         self._last_step_end = time.perf_counter()
 
@@ -166,7 +168,6 @@ class APPO(ActorCriticAlgorithm):
         started = time.perf_counter()
         hp = self.hparams
         optimizer = self.optimizers()
-        self.policy.update_normalizers({name: value.to(self.device) for name, value in rollout.obs.items()})
         self.pool.append(rollout)
         replays = random.sample(list(self.pool)[:-1], min(hp.replays_per_step, len(self.pool) - 1))
         self.rollouts_reused += len(replays)
@@ -177,6 +178,7 @@ class APPO(ActorCriticAlgorithm):
             stats = self._single_update(data, optimizer)
         else:
             stats = self._minibatch_updates(data, optimizer)
+        self._fold_observations(rollout)
         self.version = self.datamodule.collector.publish(self.policy)
 
         # Logging
@@ -263,9 +265,9 @@ class APPO(ActorCriticAlgorithm):
     def _join(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
         """The rollouts side by side as one (T, k * N, ...) batch on the learner's device."""
         keys = [f"obs/{name}" for name in self.policy.input_groups]
-        keys += ["actions", "log_prob", "rewards", "terminated", "dones", "truncated_critic_obs"]
+        keys += ["actions", "log_prob", "rewards", "terminated", "dones", "final_obs"]
         joined = {key: torch.cat([r.tensors[key] for r in rollouts], dim=1).to(self.device) for key in keys}
-        joined["last_critic_obs"] = torch.cat([r.last_critic_obs for r in rollouts]).to(self.device)
+        joined["last_obs"] = torch.cat([r.last_obs for r in rollouts]).to(self.device)
         return joined
 
     def _flat_obs(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -276,14 +278,8 @@ class APPO(ActorCriticAlgorithm):
         self, data: dict[str, torch.Tensor], target_log_prob: torch.Tensor, values: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """V-trace returns and advantages, (T, k * N), bootstrapped with the current critic."""
-        hp, critic = self.hparams, self.hparams.critic_group
-        terminated, dones = data["terminated"], data["dones"]
-        next_values = torch.empty_like(values)
-        next_values[:-1] = values[1:]
-        next_values[-1] = self.policy.value({critic: data["last_critic_obs"]})
-        truncated = dones & ~terminated
-        if truncated.any():
-            next_values[truncated] = self.policy.value({critic: data["truncated_critic_obs"][truncated]})
+        hp, terminated, dones = self.hparams, data["terminated"], data["dones"]
+        next_values = self._next_values(values, data["last_obs"], data["final_obs"], dones & ~terminated)
         return vtrace(
             data["rewards"], values, next_values, terminated, dones, target_log_prob - data["log_prob"],
             hp.gamma, hp.vtrace_lambda,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from unilab.algos.losses import KLAdaptiveLR
+from unilab.data.record import Rollout
 from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
@@ -248,6 +249,36 @@ class ActorCriticAlgorithm(PolicyAlgorithm):
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.policy.parameters())
+
+    def on_fit_start(self) -> None:
+        self.check_data(self.trainer.datamodule)
+        if self.trainer.world_size > 1:  # every rank starts from the same (initial or restored) statistics
+            for normalizer in self.policy.normalizers():
+                normalizer.mark_synchronised()
+
+    def _fold_observations(self, rollout: Rollout) -> None:
+        """The normaliser rule of every algorithm (``unilab.data.collector``): fold a rollout's observations
+        in once, after the update on it; under DDP every rank then merges all ranks' rollouts, so all ranks
+        act on the same statistics."""
+        self.policy.update_normalizers({name: value.to(self.device) for name, value in rollout.obs.items()})
+        if self.trainer.world_size > 1:
+            for normalizer in self.policy.normalizers():
+                normalizer.merge_over_ranks(self.all_gather)
+
+    @torch.no_grad()
+    def _next_values(
+        self, values: torch.Tensor, last_obs: torch.Tensor, final_obs: torch.Tensor, truncated: torch.Tensor
+    ) -> torch.Tensor:
+        """V(s_{t+1}) for every (T, N) step with the current critic, the one place time-outs are bootstrapped:
+        the next step's value, V(``last_obs``) after the last step, V(``final_obs``) where a time-out cut the
+        episode (terminated steps are masked by the targets)."""
+        critic = self.policy.critic_group
+        next_values = torch.empty_like(values)
+        next_values[:-1] = values[1:]
+        next_values[-1] = self.policy.value({critic: last_obs})
+        if truncated.any():
+            next_values[truncated] = self.policy.value({critic: final_obs[truncated]})
+        return next_values
 
     def _adapt_learning_rate(self, optimizer, kl: float) -> None:
         """Apply the KL rule (``schedule: adaptive``) to every parameter group."""

@@ -18,7 +18,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups
-from unilab.data.rollout import ManifestRequest, RolloutBatch
+from unilab.data.record import Rollout
+from unilab.data.rollout import ManifestRequest
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
 from unilab.models.normalizer import RunningNormalizer
@@ -134,28 +135,11 @@ class Student(nn.Module):
     def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.teacher.action_mean(obs, latent=self.latent(obs[self.history_group]))
 
-
-class StudentActing:
-    """The Policy interface the RolloutDataModule sees: the student's mean actions; no critic, no log-prob."""
-
-    def __init__(self, student: Student) -> None:
-        self.student = student
-
-    def observe(self, obs):
-        self.student.history_normalizer.update(
-            obs[self.student.history_group].reshape(-1, self.student.adaptation.frame_dim)
-        )
-
     @torch.no_grad()
-    def act(self, obs):
-        mean = self.student.action_mean(obs)
-        return mean, None, None, mean
-
-    def value(self, obs):
-        raise NotImplementedError("the student has no critic; the collector never bootstraps it")
-
-    def action_std(self):
-        return self.student.teacher.log_std.exp()
+    def act(self, obs: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The rollout loop's actor contract: the student's mean actions (DAgger-style, no noise, no log-prob)."""
+        mean = self.action_mean(obs)
+        return {"actions": mean, "action_mean": mean}
 
 
 class StudentExport(nn.Module):
@@ -249,15 +233,16 @@ class HoraDistill(PolicyAlgorithm):
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         self.check_data(datamodule)
-        datamodule.set_policy(StudentActing(self.student), self.device)
+        datamodule.set_actor(self.student, self.device, bootstrap_group=None)
 
-    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+    def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         started = time.perf_counter()
         hp = self.hparams
         optimizer = self.optimizers()
-        history = batch.obs[hp.history_group]
+        obs = {name: value.flatten(0, 1) for name, value in rollout.obs.items()}
+        history = obs[hp.history_group]
         with torch.no_grad():
-            target = self.policy.latent(batch.obs)
+            target = self.policy.latent(obs)
         batch_size = history.shape[0]
         minibatch = batch_size // hp.num_mini_batches
         losses = []
@@ -271,16 +256,18 @@ class HoraDistill(PolicyAlgorithm):
                 self.manual_backward(loss)
                 optimizer.step()
                 losses.append(loss.item())
+        # The normaliser rule of every algorithm (unilab.data.collector): the rollout's frames, once, after the update
+        self.student.history_normalizer.update(history.reshape(-1, self.student.adaptation.frame_dim))
         update_seconds = time.perf_counter() - started
-        self.env_steps += batch.env_steps
+        self.env_steps += rollout.env_steps
         self.iteration += 1
-        logs = dict(batch.metrics)
+        logs = dict(rollout.metrics)
         logs |= {
             "distill/latent_mse": sum(losses) / len(losses),
             "distill/latent_mse_first": losses[0],
-            "perf/collect_seconds": batch.collect_seconds,
+            "perf/collect_seconds": rollout.collect_seconds,
             "perf/update_seconds": update_seconds,
-            "perf/env_steps_per_second": batch.env_steps / (batch.collect_seconds + update_seconds),
+            "perf/env_steps_per_second": rollout.env_steps / (rollout.collect_seconds + update_seconds),
             "perf/env_steps": float(self.env_steps),
         }
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)

@@ -1,7 +1,8 @@
 """PPO as a LightningModule with manual optimisation (docs/spec.md §5).
 
 One ``training_step`` is one PPO iteration: the batch is a full rollout from the
-RolloutDataModule; the module runs epochs x minibatches of clipped-surrogate updates.
+RolloutDataModule; the module computes GAE targets from it with its critic and runs epochs x
+minibatches of clipped-surrogate updates.
 """
 
 from __future__ import annotations
@@ -16,28 +17,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.targets import gae
-from unilab.data.rollout import RolloutBatch, mean_metrics
-from unilab.models.actor_critic import ActorCritic
-
-
-class ActingPolicy:
-    """The narrow Policy interface the DataModule sees (no gradients, no optimiser)."""
-
-    def __init__(self, model: ActorCritic) -> None:
-        self.model = model
-
-    def observe(self, obs):
-        self.model.update_normalizers(obs)
-
-    def act(self, obs):
-        return self.model.act(obs)
-
-    @torch.no_grad()
-    def value(self, obs):
-        return self.model.value(obs)
-
-    def action_std(self):
-        return self.model.log_std.exp()
+from unilab.data.record import Rollout
+from unilab.data.rollout import mean_metrics
 
 
 class PPO(ActorCriticAlgorithm):
@@ -115,50 +96,50 @@ class PPO(ActorCriticAlgorithm):
         self._setup_actor_critic(optimizer)
 
     def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        self.check_data(datamodule)
-        if self.trainer.world_size > 1:  # every rank starts from the same (initial or restored) statistics
-            for normalizer in self.policy.normalizers():
-                normalizer.mark_synchronised()
-        datamodule.set_policy(ActingPolicy(self.policy), self.device)
+        super().on_fit_start()
+        self.trainer.datamodule.set_actor(self.policy, self.device, self.policy.critic_group)
 
-    def training_step(self, batch: RolloutBatch, batch_idx: int) -> None:
+    def training_step(self, rollout: Rollout, batch_idx: int) -> None:
         started = time.perf_counter()
         optimizer = self.optimizers()
         hp = self.hparams
-        if self.trainer.world_size > 1:  # each rank saw its own envs: merge, so all ranks normalise alike
-            for normalizer in self.policy.normalizers():
-                normalizer.merge_over_ranks(self.all_gather)
+        obs = {name: value.flatten(0, 1) for name, value in rollout.obs.items()}
+        actions, action_mean = rollout.actions.flatten(0, 1), rollout.action_mean.flatten(0, 1)
+        log_prob_old = rollout.log_prob.flatten()
+        with torch.no_grad():  # the acting policy: the weights and statistics the rollout was collected with
+            action_std = self.policy.log_std.exp().detach().clone()
+            values = self.policy.value(obs).view_as(rollout.rewards)
+            next_values = self._next_values(values, rollout.last_obs, rollout.final_obs, rollout.truncated)
         advantages, returns = gae(
-            batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones, hp.gamma, hp.gae_lambda
+            rollout.rewards, values, next_values, rollout.terminated, rollout.dones, hp.gamma, hp.gae_lambda
         )
-        values_old, advantages, returns = batch.values.flatten(), advantages.flatten(), returns.flatten()
+        values_old, advantages, returns = values.flatten(), advantages.flatten(), returns.flatten()
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         steps: list[dict[str, float]] = []
 
         # Policy update: epochs x minibatches. Under DDP, gradients and KL are averaged over ranks
         # explicitly (one all-reduce per minibatch), so every rank takes the same step.
         with self._no_automatic_gradient_sync():
-            for idx in self._minibatches(len(batch), advantages.device):
-                obs = {name: value[idx] for name, value in batch.obs.items()}
-                log_prob, entropy, values, dist = self.policy.evaluate_actions(obs, batch.actions[idx])
+            for idx in self._minibatches(len(rollout), advantages.device):
+                minibatch = {name: value[idx] for name, value in obs.items()}
+                log_prob, entropy, values, dist = self.policy.evaluate_actions(minibatch, actions[idx])
                 with torch.no_grad():
-                    kl = self._mean_over_ranks(
-                        gaussian_kl(batch.action_mean[idx], batch.action_std, dist.mean, dist.stddev)
-                    )
+                    kl = self._mean_over_ranks(gaussian_kl(action_mean[idx], action_std, dist.mean, dist.stddev))
                 self._adapt_learning_rate(optimizer, kl)
-                surrogate = clipped_surrogate_loss(log_prob, batch.log_prob[idx], advantages[idx], hp.clip_param)
+                surrogate = clipped_surrogate_loss(log_prob, log_prob_old[idx], advantages[idx], hp.clip_param)
                 value_loss = clipped_value_loss(values, values_old[idx], returns[idx], hp.clip_param)
                 steps.append(self._actor_critic_step(optimizer, surrogate, value_loss, entropy.mean()))
                 steps[-1]["policy/kl"] = kl
 
+        self._fold_observations(rollout)
+
         # Logging
         update_seconds = time.perf_counter() - started
         world = self.trainer.world_size
-        logs = mean_metrics(steps) | batch.metrics | self._iteration_logs(optimizer, batch.env_steps * world)
-        logs["perf/collect_seconds"] = batch.collect_seconds
+        logs = mean_metrics(steps) | rollout.metrics | self._iteration_logs(optimizer, rollout.env_steps * world)
+        logs["perf/collect_seconds"] = rollout.collect_seconds
         logs["perf/update_seconds"] = update_seconds
-        logs["perf/env_steps_per_second"] = batch.env_steps * world / (batch.collect_seconds + update_seconds)
+        logs["perf/env_steps_per_second"] = rollout.env_steps * world / (rollout.collect_seconds + update_seconds)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1, sync_dist=False)
         self._log_progress(logs)
 

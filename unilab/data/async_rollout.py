@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.multiprocessing as mp
+from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from unilab.data.ring import HEARTBEAT, PAUSED, READY_FLAG, STOP, PolicyBoard, Rollout, RolloutLayout, RolloutRing
+from unilab.data.collector import RolloutCollector
+from unilab.data.record import Rollout, RolloutLayout
+from unilab.data.ring import HEARTBEAT, PAUSED, READY_FLAG, STOP, PolicyBoard, RolloutRing
 from unilab.data.rollout import EnvDataModule, EnvFactory, in_process_loader, mean_metrics, require_positive
-from unilab.models.actor_critic import ActorCritic
 
 log = logging.getLogger(__name__)
 
@@ -73,59 +75,36 @@ def collector_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         torch.set_num_threads(1)
-        env = env_factory(num_envs)
         layout = ring.layout
+        collector = RolloutCollector(env_factory(num_envs), layout, seed)
         rollout = layout.allocate()
         policy = copy.deepcopy(board.shared)
         version = board.pull(policy, -1)
-        critic_group = layout.critic_group
         control = ring.control
-        obs = env.reset(seed=seed)
+
+        def heartbeat() -> None:
+            control[HEARTBEAT] = time.time()
+
+        collector.start()
         written = 0
-        control[HEARTBEAT] = time.time()
+        heartbeat()
         control[READY_FLAG] = 1
         while control[STOP] == 0:
             if os.getppid() != parent_pid:  # the learner is gone: nobody will read or stop us
                 return
             if control[PAUSED] != 0:
-                control[HEARTBEAT] = time.time()
+                heartbeat()
                 time.sleep(0.005)
                 continue
             version = board.pull(policy, version)
-            started = time.perf_counter()
-            obs = collect_rollout(env, policy, obs, rollout, critic_group, control)
+            env_metrics = collector.collect(policy, rollout, on_step=heartbeat)
             rollout["stamp"][0] = version
-            rollout["collect_seconds"][0] = time.perf_counter() - started
-            metrics.put((written, env.pop_metrics()))  # queued before the rollout is readable
+            metrics.put((written, env_metrics))  # queued before the rollout is readable
             ring.write(rollout)
             written += 1
     except BaseException:
         errors.put(traceback.format_exc())
         raise
-
-
-@torch.no_grad()
-def collect_rollout(env, policy: ActorCritic, obs, rollout: dict[str, torch.Tensor], critic_group: str, control):
-    """Fill ``rollout`` with ``horizon`` steps of every env; returns the observation to continue from."""
-    rollout["action_std"].copy_(policy.log_std.exp())
-    for t in range(rollout["rewards"].shape[0]):
-        for name, value in obs.items():
-            rollout[f"obs/{name}"][t].copy_(value)
-        dist = policy.distribution(obs)
-        actions = dist.sample()
-        step = env.step(actions)
-        rollout["actions"][t].copy_(actions)
-        rollout["action_mean"][t].copy_(dist.mean)
-        rollout["log_prob"][t].copy_(dist.log_prob(actions).sum(-1))
-        rollout["rewards"][t].copy_(step.reward)
-        rollout["terminated"][t].copy_(step.terminated)
-        rollout["dones"][t].copy_(step.terminated | step.truncated)
-        if step.truncated.any():
-            rollout["truncated_critic_obs"][t][step.truncated] = step.final_obs[critic_group][step.truncated]
-        obs = step.obs
-        control[HEARTBEAT] = time.time()
-    rollout["last_critic_obs"].copy_(obs[critic_group])
-    return obs
 
 
 class AsyncCollector:
@@ -135,7 +114,7 @@ class AsyncCollector:
         self,
         env_factory: Callable[[int], object],
         layout: RolloutLayout,
-        policy: ActorCritic,
+        policy: nn.Module,
         ring_size: int,
         seed: int,
         startup_timeout: float,
@@ -162,7 +141,7 @@ class AsyncCollector:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def publish(self, policy: ActorCritic) -> int:
+    def publish(self, policy: nn.Module) -> int:
         return self.board.publish(policy)
 
     def set_paused(self, paused: bool) -> None:
@@ -286,12 +265,12 @@ class AsyncRolloutDataModule(EnvDataModule):
     def batch_size(self) -> int:
         return self.horizon * self.num_envs
 
-    def start_collector(self, policy: ActorCritic, learner_buffers: int) -> None:
-        """Spawn the collector with a copy of ``policy``; ``learner_buffers`` rollouts stay readable at once."""
+    def start_collector(self, policy: nn.Module, bootstrap_group: str | None, learner_buffers: int) -> None:
+        """Spawn the collector with a copy of ``policy`` (an ``Actor``); ``bootstrap_group`` is the group its
+        critic reads; ``learner_buffers`` rollouts stay readable at once."""
         if self.collector is not None:
             return
-        dims, critic = self.observation_dims, policy.critic_group
-        layout = RolloutLayout(self.horizon, self.num_envs, dims, self.num_actions, critic)
+        layout = RolloutLayout(self.horizon, self.num_envs, self.observation_dims, self.num_actions, bootstrap_group)
         factory = portable_env_factory(self.env_factory, num_threads=self.collector_threads)
         self.buffers = [layout.allocate() for _ in range(learner_buffers)]
         self.collector = AsyncCollector(

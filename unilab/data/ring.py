@@ -8,83 +8,15 @@ returns a torn rollout. The board holds the newest weights with a version counte
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from unilab.models.actor_critic import ActorCritic
+from unilab.data.record import RolloutLayout
 
 FREE, WRITING, READY, READING = 0, 1, 2, 3
 # Indices into the shared control vector.
 STOP, PAUSED, READY_FLAG, HEARTBEAT, WRITTEN, DROPPED, READ = range(7)
-
-
-@dataclass(frozen=True)
-class RolloutLayout:
-    """Shapes of one rollout: ``horizon`` steps of ``num_envs`` envs."""
-
-    horizon: int
-    num_envs: int
-    obs_dims: dict[str, int]
-    num_actions: int
-    critic_group: str
-
-    def allocate(self, shared: bool = False) -> dict[str, torch.Tensor]:
-        t, n, a = self.horizon, self.num_envs, self.num_actions
-        tensors = {f"obs/{name}": torch.zeros(t, n, dim) for name, dim in self.obs_dims.items()}
-        tensors |= {
-            "actions": torch.zeros(t, n, a),
-            "action_mean": torch.zeros(t, n, a),
-            "action_std": torch.zeros(a),
-            "log_prob": torch.zeros(t, n),
-            "rewards": torch.zeros(t, n),
-            "terminated": torch.zeros(t, n, dtype=torch.bool),
-            "dones": torch.zeros(t, n, dtype=torch.bool),
-            "truncated_critic_obs": torch.zeros(t, n, self.obs_dims[self.critic_group]),
-            "last_critic_obs": torch.zeros(n, self.obs_dims[self.critic_group]),
-            # [policy version, sequence number]; [collect seconds]
-            "stamp": torch.zeros(2, dtype=torch.int64),
-            "collect_seconds": torch.zeros(1, dtype=torch.float64),
-        }
-        if shared:
-            for tensor in tensors.values():
-                tensor.share_memory_()
-        return tensors
-
-
-@dataclass
-class Rollout:
-    """One rollout on the learner side (a private copy of a ring slot)."""
-
-    tensors: dict[str, torch.Tensor]
-    metrics: dict[str, float] = field(default_factory=dict)
-    wait_seconds: float = 0.0
-
-    @property
-    def obs(self) -> dict[str, torch.Tensor]:
-        return {key[4:]: value for key, value in self.tensors.items() if key.startswith("obs/")}
-
-    @property
-    def version(self) -> int:
-        return int(self.tensors["stamp"][0])
-
-    @property
-    def sequence(self) -> int:
-        return int(self.tensors["stamp"][1])
-
-    @property
-    def env_steps(self) -> int:
-        return self.tensors["rewards"].numel()
-
-    @property
-    def collect_seconds(self) -> float:
-        return float(self.tensors["collect_seconds"][0])
-
-    def __getattr__(self, name: str) -> torch.Tensor:
-        tensors = self.__dict__.get("tensors", {})
-        if name in tensors:
-            return tensors[name]
-        raise AttributeError(name)
 
 
 class RolloutRing:
@@ -148,19 +80,19 @@ class RolloutRing:
 class PolicyBoard:
     """The learner's newest acting weights in shared memory, with a version counter."""
 
-    def __init__(self, policy: ActorCritic, context) -> None:
+    def __init__(self, policy: nn.Module, context) -> None:
         self.shared = copy.deepcopy(policy).cpu().share_memory()
         self.version = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.lock = context.Lock()
 
-    def publish(self, policy: ActorCritic) -> int:
+    def publish(self, policy: nn.Module) -> int:
         with self.lock, torch.no_grad():
             for target, source in zip(self.shared.state_dict().values(), policy.state_dict().values(), strict=True):
                 target.copy_(source)
             self.version += 1
             return int(self.version)
 
-    def pull(self, local: ActorCritic, known_version: int) -> int:
+    def pull(self, local: nn.Module, known_version: int) -> int:
         """Copy the shared weights into ``local`` if newer than ``known_version``; return the version held."""
         if int(self.version) == known_version:
             return known_version

@@ -1,66 +1,24 @@
-"""RolloutDataModule: the only code that steps envs during training.
+"""RolloutDataModule: PPO's and the HORA student's rollouts, collected in the training process.
 
-One dataset item is one iteration: ``horizon`` steps of every env collected with the acting policy
-(no grad). The batch records what happened, with V(final_obs) of time-outs in ``next_values``; the
-algorithm computes its own targets from it (``unilab.algos.targets``).
+One dataset item is one iteration: ``horizon`` steps of every env, collected by the one rollout loop
+(``unilab.data.collector``) with the actor the algorithm handed over, into one preallocated record
+(``unilab.data.record``) that the algorithm trains from before the next one is collected.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from unilab.data.collector import Actor, RolloutCollector
+from unilab.data.record import Rollout, RolloutLayout
 from unilab.tasks.base import InHandRotationEnv
 
-Obs = dict[str, torch.Tensor]
 EnvFactory = Callable[[int], InHandRotationEnv]
-
-
-class Policy(Protocol):
-    """What the DataModule needs from an algorithm's acting policy."""
-
-    def act(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-        """(actions, log-prob, value, action mean); a policy without a critic returns None for the value
-        (then nothing is bootstrapped and ``value`` is never called), one that is not trained on its own
-        actions None for the log-prob."""
-
-    def value(self, obs: Obs) -> torch.Tensor:
-        """State value for a batch of observations."""
-
-    def action_std(self) -> torch.Tensor:
-        """Current per-action standard deviation."""
-
-    def observe(self, obs: Obs) -> None:
-        """See observations before acting (updates running normalisers)."""
-
-
-@dataclass
-class RolloutBatch:
-    """One iteration of experience: per-sample fields flattened to (horizon * num_envs, ...), the
-    step-ordered record the targets are computed from kept (horizon, num_envs)."""
-
-    obs: Obs
-    actions: torch.Tensor
-    log_prob: torch.Tensor
-    action_mean: torch.Tensor
-    action_std: torch.Tensor
-    values: torch.Tensor  # (T, N): V(s_t) when acting (zeros for a policy without a critic)
-    next_values: torch.Tensor  # (T, N): V(s_{t+1}), or V(final_obs_t) where a time-out cut the episode
-    rewards: torch.Tensor  # (T, N)
-    terminated: torch.Tensor  # (T, N)
-    dones: torch.Tensor  # (T, N): terminated or truncated
-    env_steps: int = 0
-    collect_seconds: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.actions.shape[0]
 
 
 @dataclass
@@ -71,105 +29,16 @@ class ManifestRequest:
     seed: int
 
 
-class RolloutStorage:
-    """Preallocated (horizon, num_envs, ...) buffers for one iteration."""
-
-    def __init__(self, horizon: int, num_envs: int, obs_dims: dict[str, int], num_actions: int) -> None:
-        t, n = horizon, num_envs
-        self.obs = {name: torch.zeros(t, n, dim) for name, dim in obs_dims.items()}
-        self.actions = torch.zeros(t, n, num_actions)
-        self.action_mean = torch.zeros(t, n, num_actions)
-        self.log_prob = torch.zeros(t, n)
-        self.values = torch.zeros(t, n)
-        self.next_values = torch.zeros(t, n)
-        self.bootstrap_values = torch.zeros(t, n)
-        self.rewards = torch.zeros(t, n)
-        self.terminated = torch.zeros(t, n, dtype=torch.bool)
-        self.dones = torch.zeros(t, n, dtype=torch.bool)
-
-    def batch(self, action_std: torch.Tensor) -> RolloutBatch:
-        flat = lambda x: x.reshape(-1, *x.shape[2:]).clone()  # noqa: E731
-        return RolloutBatch(
-            obs={name: flat(value) for name, value in self.obs.items()},
-            actions=flat(self.actions),
-            log_prob=flat(self.log_prob),
-            action_mean=flat(self.action_mean),
-            action_std=action_std.detach().cpu().clone(),
-            values=self.values.clone(),
-            next_values=self.next_values.clone(),
-            rewards=self.rewards.clone(),
-            terminated=self.terminated.clone(),
-            dones=self.dones.clone(),
-        )
-
-
-class RolloutCollector:
-    """Steps the env with the policy and fills the storage (shared by PPO and distillation)."""
-
-    def __init__(self, env: InHandRotationEnv, horizon: int) -> None:
-        self.env = env
-        self.horizon = horizon
-        self.storage = RolloutStorage(horizon, env.num_envs, env.observation_dims, env.num_actions)
-        self.obs: Obs | None = None
-
-    def start(self, seed: int) -> None:
-        self.obs = self.env.reset(seed=seed)
-
-    @torch.no_grad()
-    def collect(self, policy: Policy, device: torch.device) -> RolloutBatch:
-        started = time.perf_counter()
-        storage = self.storage
-        to_device = lambda obs: {k: v.to(device, non_blocking=True) for k, v in obs.items()}  # noqa: E731
-        for t in range(self.horizon):
-            # Rollout
-            for name, value in self.obs.items():
-                storage.obs[name][t].copy_(value)
-            device_obs = to_device(self.obs)
-            policy.observe(device_obs)
-            actions, log_prob, values, mean = policy.act(device_obs)
-            step = self.env.step(actions)
-            storage.actions[t].copy_(actions)
-            storage.action_mean[t].copy_(mean)
-            if log_prob is not None:
-                storage.log_prob[t].copy_(log_prob)
-            storage.rewards[t].copy_(step.reward)
-            storage.terminated[t].copy_(step.terminated)
-            storage.dones[t].copy_(step.terminated | step.truncated)
-            if values is not None:
-                storage.values[t].copy_(values)
-                # Time-out bootstrap, the one place for every algorithm: V(final_obs) where a time-out cut the
-                # episode, with the acting critic (APPO's learner re-evaluates the states it is given).
-                if step.truncated.any():
-                    ids = step.truncated.nonzero().flatten()
-                    final = to_device({k: v[ids] for k, v in step.final_obs.items()})
-                    storage.bootstrap_values[t, ids] = policy.value(final).cpu()
-            self.obs = step.obs
-        if values is not None:
-            storage.next_values[:-1] = storage.values[1:]
-            storage.next_values[-1] = policy.value(to_device(self.obs)).cpu()
-            truncated = storage.dones & ~storage.terminated
-            storage.next_values.copy_(torch.where(truncated, storage.bootstrap_values, storage.next_values))
-        batch = storage.batch(policy.action_std())
-        batch.env_steps = self.horizon * self.env.num_envs
-        batch.collect_seconds = time.perf_counter() - started
-        batch.metrics = self.env.pop_metrics()
-        return batch
-
-
 class RolloutDataset(IterableDataset):
-    """Yields ``iterations`` rollout batches per epoch from a persistent collector."""
+    """Yields ``iterations`` rollouts per epoch, each collected into the data module's record."""
 
-    def __init__(
-        self, collector: RolloutCollector, policy_source: Callable[[], tuple[Policy, torch.device]], iterations: int
-    ):
-        self.collector = collector
-        self.policy_source = policy_source
+    def __init__(self, datamodule: RolloutDataModule, iterations: int) -> None:
+        self.datamodule = datamodule
         self.iterations = iterations
 
-    def __iter__(self) -> Iterator[RolloutBatch]:
+    def __iter__(self) -> Iterator[Rollout]:
         for _ in range(self.iterations):
-            policy, device = self.policy_source()
-            yield self.collector.collect(policy, device)
+            yield self.datamodule.next_rollout()
 
     def __len__(self) -> int:
         return self.iterations
@@ -230,7 +99,7 @@ class EnvDataModule(L.LightningDataModule):
 
 
 class RolloutDataModule(EnvDataModule):
-    """Owns the vectorised env; the algorithm hands over its acting policy in ``on_fit_start``."""
+    """Owns the vectorised env and its collector; the algorithm hands over its actor in ``on_fit_start``."""
 
     def __init__(
         self,
@@ -260,32 +129,40 @@ class RolloutDataModule(EnvDataModule):
         self.horizon = horizon
         self.iterations_per_epoch = iterations_per_epoch
         self.seed = seed
-        self.collector = RolloutCollector(self.env, horizon)
-        self._policy: Policy | None = None
+        self.collector: RolloutCollector | None = None
+        self.record: dict[str, torch.Tensor] | None = None
+        self._actor: Actor | None = None
         self._device = torch.device("cpu")
-        self._started = False
 
     @property
     def batch_size(self) -> int:
         return self.horizon * self.env.num_envs
 
-    def set_policy(self, policy: Policy, device: torch.device) -> None:
-        """Hand over the acting policy (and the device it acts on)."""
-        self._policy, self._device = policy, device
+    def set_actor(self, actor: Actor, device: torch.device, bootstrap_group: str | None) -> None:
+        """Hand over the acting policy, the device it acts on and the group its critic reads (None: no critic).
 
-    def _current_policy(self) -> tuple[Policy, torch.device]:
-        if self._policy is None:
-            raise RuntimeError("no acting policy: the algorithm must call datamodule.set_policy() in on_fit_start")
-        return self._policy, self._device
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and not self._started:
+        The first call resets the envs from ``seed + rank``; later calls (a new fit) continue from where
+        the envs are.
+        """
+        self._actor, self._device = actor, device
+        layout = RolloutLayout(
+            self.horizon, self.env.num_envs, self.observation_dims, self.num_actions, bootstrap_group
+        )
+        if self.collector is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            self.collector.start(seed=self.seed + rank)
-            self._started = True
+            self.collector = RolloutCollector(self.env, layout, seed=self.seed + rank)
+            self.collector.start()
+        self.collector.layout = layout
+        self.record = layout.allocate()
+
+    def next_rollout(self) -> Rollout:
+        if self._actor is None:
+            raise RuntimeError("no actor: the algorithm must call datamodule.set_actor() in on_fit_start")
+        metrics = self.collector.collect(self._actor, self.record, self._device)
+        return Rollout(self.record, metrics)
 
     def train_dataloader(self) -> DataLoader:
-        return in_process_loader(RolloutDataset(self.collector, self._current_policy, self.iterations_per_epoch))
+        return in_process_loader(RolloutDataset(self, self.iterations_per_epoch))
 
 
 def in_process_loader(items: IterableDataset | list) -> DataLoader:

@@ -91,11 +91,16 @@ class ActorCritic(nn.Module):
         return self.critic(self.critic_normalizer(obs[self.critic_group])).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: dict[str, torch.Tensor], deterministic: bool = False):
-        """Sample actions; return (actions, log-prob, value, mean)."""
+    def act(self, obs: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Sampled actions with their mean and log-prob (the rollout loop's actor contract).
+
+        The noise comes from ``generator`` (a CPU generator, whatever the device), so a collector seeded
+        alike samples alike in any process.
+        """
         dist = self.distribution(obs)
-        actions = dist.mean if deterministic else dist.sample()
-        return actions, dist.log_prob(actions).sum(-1), self.value(obs), dist.mean
+        noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype).to(dist.mean.device)
+        actions = dist.mean + dist.stddev * noise
+        return {"actions": actions, "action_mean": dist.mean, "log_prob": dist.log_prob(actions).sum(-1)}
 
     def evaluate_actions(self, obs: dict[str, torch.Tensor], actions: torch.Tensor):
         """Log-prob, entropy, value and the distribution for a batch of stored actions."""
