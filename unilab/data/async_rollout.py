@@ -23,17 +23,24 @@ import queue
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from unilab.data.collector import RolloutCollector
 from unilab.data.record import Rollout, RolloutLayout
 from unilab.data.ring import HEARTBEAT, PAUSED, READY_FLAG, STOP, PolicyBoard, RolloutRing
-from unilab.data.rollout import EnvDataModule, EnvFactory, in_process_loader, mean_metrics, require_positive
+from unilab.data.rollout import (
+    EnvDataModule,
+    EnvFactory,
+    RolloutDataset,
+    in_process_loader,
+    mean_metrics,
+    require_positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,21 +204,6 @@ class AsyncCollector:
             channel.close()
 
 
-class AsyncRolloutDataset(IterableDataset):
-    """Yields ``iterations`` rollouts per epoch, each read from the ring into a free learner buffer."""
-
-    def __init__(self, datamodule: AsyncRolloutDataModule, iterations: int) -> None:
-        self.datamodule = datamodule
-        self.iterations = iterations
-
-    def __iter__(self) -> Iterator[Rollout]:
-        for _ in range(self.iterations):
-            yield self.datamodule.next_rollout()
-
-    def __len__(self) -> int:
-        return self.iterations
-
-
 class AsyncRolloutDataModule(EnvDataModule):
     """Owns the collector process; the algorithm starts it with its policy in ``on_train_start``."""
 
@@ -295,7 +287,7 @@ class AsyncRolloutDataModule(EnvDataModule):
             self.collector = None
 
     def train_dataloader(self) -> DataLoader:
-        return in_process_loader(AsyncRolloutDataset(self, self.iterations_per_epoch))
+        return in_process_loader(RolloutDataset(self, self.iterations_per_epoch))
 
     def teardown(self, stage: str) -> None:
         self.stop_collector()

@@ -54,6 +54,10 @@ class RolloutLayout:
         return tensors
 
 
+def _field(name: str, doc: str) -> property:
+    return property(lambda rollout: rollout.tensors[name], doc=doc)
+
+
 @dataclass
 class Rollout:
     """One rollout as the algorithm receives it: the record's tensors, the env metrics and the timing."""
@@ -62,47 +66,24 @@ class Rollout:
     metrics: dict[str, float] = field(default_factory=dict)
     wait_seconds: float = 0.0
 
+    actions = _field("actions", "(T, N, A) actions sent to the env")
+    action_mean = _field("action_mean", "(T, N, A) the actor's mean actions")
+    log_prob = _field("log_prob", "(T, N) log-prob of the actions under the acting policy (0 for the student)")
+    rewards = _field("rewards", "(T, N)")
+    terminated = _field("terminated", "(T, N) the episode ended by failure after this step")
+    dones = _field("dones", "(T, N) terminated or cut by a time-out")
+    final_obs = _field("final_obs", "(T, N, dim) the bootstrap group's observation a time-out cut off")
+    last_obs = _field("last_obs", "(N, dim) the bootstrap group's observation after the last step")
+
     @property
     def obs(self) -> dict[str, torch.Tensor]:
         """(T, N, dim) per observation group."""
         return {key[4:]: value for key, value in self.tensors.items() if key.startswith("obs/")}
 
     @property
-    def actions(self) -> torch.Tensor:
-        return self.tensors["actions"]
-
-    @property
-    def action_mean(self) -> torch.Tensor:
-        return self.tensors["action_mean"]
-
-    @property
-    def log_prob(self) -> torch.Tensor:
-        return self.tensors["log_prob"]
-
-    @property
-    def rewards(self) -> torch.Tensor:
-        return self.tensors["rewards"]
-
-    @property
-    def terminated(self) -> torch.Tensor:
-        return self.tensors["terminated"]
-
-    @property
-    def dones(self) -> torch.Tensor:
-        return self.tensors["dones"]
-
-    @property
     def truncated(self) -> torch.Tensor:
         """(T, N): the episode was cut by a time-out after this step."""
         return self.dones & ~self.terminated
-
-    @property
-    def final_obs(self) -> torch.Tensor:
-        return self.tensors["final_obs"]
-
-    @property
-    def last_obs(self) -> torch.Tensor:
-        return self.tensors["last_obs"]
 
     @property
     def version(self) -> int:

@@ -30,9 +30,9 @@ class ManifestRequest:
 
 
 class RolloutDataset(IterableDataset):
-    """Yields ``iterations`` rollouts per epoch, each collected into the data module's record."""
+    """Yields ``iterations`` rollouts per epoch from a data module's ``next_rollout`` (in process or from a ring)."""
 
-    def __init__(self, datamodule: RolloutDataModule, iterations: int) -> None:
+    def __init__(self, datamodule: L.LightningDataModule, iterations: int) -> None:
         self.datamodule = datamodule
         self.iterations = iterations
 
