@@ -51,7 +51,7 @@ def measure(
     forces = np.zeros((steps, num_envs, 3))
     for _ in range(rounds):
         snapshot = backend.qpos.copy(), backend.qvel.copy()
-        full_state = backend.state.copy() if uninterrupted else None
+        full_state = backend.full_physics_state() if uninterrupted else None
         targets = np.zeros((steps, num_envs, env.num_actions))
         actions = [torch.randn(num_envs, env.num_actions, generator=generator) * action_std for _ in range(steps)]
         env.backend.step, env._reset_envs = timed_backend_step, timed_reset
@@ -123,29 +123,37 @@ class UninterruptedRollout:
     """The same targets and forces as one ``mujoco.rollout`` call over every control step and substep."""
 
     def __init__(self, backend, steps: int) -> None:
+        import mujoco
         from mujoco import rollout
 
         self.backend, self.steps = backend, steps
+        model = backend.scale_models[0]
         n, substeps = backend.num_envs, backend.substeps
-        self.control = np.zeros((n, steps * substeps, backend._control.shape[-1]))
-        self.state = np.zeros((n, steps * substeps, backend.state.shape[1]))
-        self.sensordata = np.zeros((n, steps * substeps, backend._sensor_trajectory.shape[-1]))
+        spec = mujoco.mjtState.mjSTATE_CTRL
+        if backend._xfrc is not None:
+            spec |= mujoco.mjtState.mjSTATE_XFRC_APPLIED
+        self.control_spec = int(spec)
+        self.xfrc_start = backend.nu + 6 * backend._object_body
+        nstate = mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        self.control = np.zeros((n, steps * substeps, mujoco.mj_stateSize(model, spec)))
+        self.state = np.zeros((n, steps * substeps, nstate))
+        self.sensordata = np.zeros((n, steps * substeps, model.nsensordata))
+        self.datas = [mujoco.MjData(model) for _ in range(backend.num_threads)]
         self.pool = rollout.Rollout(nthread=backend.num_threads)
 
     def rate(self, initial_state: np.ndarray, targets: np.ndarray, forces: np.ndarray | None) -> float:
         backend, substeps = self.backend, self.backend.substeps
-        nu = backend.nu
-        self.control[:, :, :nu] = np.repeat(targets.transpose(1, 0, 2), substeps, axis=1)
+        self.control[:, :, : backend.nu] = np.repeat(targets.transpose(1, 0, 2), substeps, axis=1)
         if forces is not None:
-            start = backend._xfrc_start
+            start = self.xfrc_start
             self.control[:, :, start : start + 3] = np.repeat(forces.transpose(1, 0, 2), substeps, axis=1)
         started = time.perf_counter()
         self.pool.rollout(
             backend._step_models,
-            backend._datas,
+            self.datas,
             initial_state=initial_state,
             control=self.control,
-            control_spec=backend._control_spec,
+            control_spec=self.control_spec,
             skip_checks=True,
             nstep=self.steps * substeps,
             state=self.state,

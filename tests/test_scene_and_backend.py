@@ -60,23 +60,46 @@ def home_state(backend: MujocoBackend, num_envs: int) -> tuple[np.ndarray, np.nd
     return qpos, np.zeros((num_envs, backend.nv))
 
 
-def test_rollout_backend_matches_sequential_mj_step(model):
+def test_backend_equals_sequential_mj_step_bit_for_bit(model):
+    # The batch keeps each env's whole integration state (warm start included) between control steps, so
+    # several control steps equal one MjData stepped by mj_step, exactly, and the sensors are mj_step's.
     backend = MujocoBackend([model], num_envs=3, substeps=10, num_threads=2)
     qpos, qvel = home_state(backend, 3)
     qpos[1, :16] += 0.1
     backend.reset(np.arange(3), qpos, qvel)
     ctrl = np.tile(ALLEGRO.home_array(), (3, 1))
-    for _ in range(2):
-        backend.step(ctrl)
+    ctrl[1] += 0.05
     data = mujoco.MjData(model)
     data.qpos[:] = qpos[1]
-    data.ctrl[:] = ctrl[1]
-    for _ in range(20):
-        mujoco.mj_step(model, data)
-    # rollout starts each call without the solver warm start, so agreement is to solver tolerance
-    np.testing.assert_allclose(backend.qpos[1], data.qpos, atol=1e-6)
-    np.testing.assert_allclose(backend.qvel[1], data.qvel, atol=1e-4)
+    for _ in range(3):
+        backend.step(ctrl)
+        data.ctrl[:] = ctrl[1]
+        for _ in range(10):
+            mujoco.mj_step(model, data)
+    np.testing.assert_array_equal(backend.qpos[1], data.qpos)
+    np.testing.assert_array_equal(backend.qvel[1], data.qvel)
+    np.testing.assert_array_equal(backend.sensordata[1], data.sensordata)
     assert not np.allclose(backend.qpos[0], backend.qpos[1])
+
+
+def test_backend_matches_todays_mujoco_rollout_to_solver_tolerance(model):
+    # The trajectories of the earlier backend (one mujoco.rollout call per control step, which restarts
+    # the solver without its warm start) to solver tolerance.
+    from mujoco import rollout
+
+    backend = MujocoBackend([model], num_envs=2, substeps=10, num_threads=2)
+    qpos, qvel = home_state(backend, 2)
+    qpos[1, :16] += 0.1
+    backend.reset(np.arange(2), qpos, qvel)
+    state = backend.full_physics_state()
+    ctrl = np.tile(ALLEGRO.home_array(), (2, 1))
+    pool = rollout.Rollout(nthread=1)
+    for _ in range(5):
+        backend.step(ctrl)
+        states, _ = pool.rollout(model, mujoco.MjData(model), initial_state=state, control=ctrl[:, None, :], nstep=10)
+        state = states[:, -1]
+    spec_qpos = slice(1, 1 + model.nq)
+    np.testing.assert_allclose(backend.qpos, state[:, spec_qpos], atol=1e-6)
 
 
 def test_subset_reset_leaves_other_envs(model):

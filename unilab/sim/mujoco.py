@@ -1,8 +1,11 @@
-"""MuJoCo backend: N envs as one (N, nstate) float64 array, stepped by one ``mujoco.rollout`` call.
+"""MuJoCo backend: N envs as one ``mujoco.batch.Batch``, whose state rows persist between control steps.
 
-Each control step runs all envs and all substeps in one call on a persistent thread pool. Envs
-share one compiled model per object scale until a domain-randomisation setter is first used;
-then every env gets its own model copy (``mujoco.rollout`` accepts one model per env).
+Each control step writes the controls into the batch's live rows and runs all envs and all substeps in
+one call on MuJoCo's thread pool; nothing is copied in or out but the sensor readings. The rows hold the
+whole integration state, so the solver's warm start carries over from one control step to the next, as
+in one uninterrupted rollout (results equal a loop of ``mj_step`` over one MjData per env, bit for bit).
+Envs share one compiled model per object scale until a domain-randomisation setter is first used; then
+every env gets its own model copy.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from collections.abc import Sequence
 
 import mujoco
 import numpy as np
-from mujoco import rollout
+from mujoco.batch import Batch
 
 from unilab.cpu_share import default_num_threads
 from unilab.sim.base import Capabilities, contiguous_assignment
 from unilab.sim.scene import OBJECT_BODY
 
-STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+BLOW_UPS = [int(mujoco.mjtWarning.__members__[name]) for name in ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC")]
+"""Warnings MuJoCo raises when it resets a simulation whose state blew up."""
 
 
 class MujocoBackend:
@@ -54,36 +58,27 @@ class MujocoBackend:
         self.timestep = float(first.opt.timestep)
         self.nq, self.nv, self.nu, self.nbody = first.nq, first.nv, first.nu, first.nbody
         self._env_models: list[mujoco.MjModel] | None = None
-        self._step_models = [self.scale_models[i] for i in self.env_scale]
         self._object_body = first.body(OBJECT_BODY).id
-        self._datas = [mujoco.MjData(first) for _ in range(self.num_threads)]
-        self._pool = rollout.Rollout(nthread=self.num_threads)
         self._object_force = object_force
-        control_spec = mujoco.mjtState.mjSTATE_CTRL
-        if object_force:
-            control_spec |= mujoco.mjtState.mjSTATE_XFRC_APPLIED
-        self._control_spec = int(control_spec)
-        ncontrol = mujoco.mj_stateSize(first, control_spec)
-        nstate = mujoco.mj_stateSize(first, STATE_SPEC)
+        self._data = mujoco.MjData(first)  # for mj_setConst
+        self._batch = Batch(first, nsim=num_envs, nthread=self.num_threads)
+        self._step_models = [self.scale_models[i] for i in self.env_scale]
+        self._batch.set_models(self._step_models)
+        self._models_edited = False  # a DR setter wrote into the env models: hand them to the batch again
 
-        # Preallocated buffers: the live state, the per-substep rollout outputs and the controls.
-        self._state = np.zeros((num_envs, nstate))
-        self._trajectory = np.zeros((num_envs, substeps, nstate))
-        self._sensor_trajectory = np.zeros((num_envs, substeps, first.nsensordata))
-        self._control = np.zeros((num_envs, substeps, ncontrol))
-        self._xfrc_start = self.nu + 6 * self._object_body
-        self._expected_time = np.zeros(num_envs)
+        # Live views of the batch's state rows (writes are the next step's state) and its sensor output.
+        self._time, self._qpos, self._qvel = (self._batch.bind(name) for name in ("time", "qpos", "qvel"))
+        self._ctrl, self._warmstart = self._batch.bind("ctrl"), self._batch.bind("qacc_warmstart")
+        self._xfrc = self._batch.bind("xfrc_applied")[:, self._object_body, :3] if object_force else None
+        self._sensor_output = self._batch.bind("sensordata")
+        self._sensordata = np.zeros((num_envs, first.nsensordata))
+        self._position_sensors = position_sensor_columns(first)
+        self._blow_up_counts = self._batch.warning[:, BLOW_UPS, 1]  # a copy: the counts before the last step
         self._diverged = np.zeros(num_envs, dtype=bool)
         self._stale_constants = np.zeros(num_envs, dtype=bool)  # envs whose mass or COM changed since mj_setConst
-        data = mujoco.MjData(first)
-        mujoco.mj_forward(first, data)
-        mujoco.mj_getState(first, data, self._state[0], STATE_SPEC)
-        self._state[1:] = self._state[0]
-        self._sensor_trajectory[:, -1] = data.sensordata
-        self._qpos = self._state[:, 1 : 1 + self.nq]
-        self._qvel = self._state[:, 1 + self.nq : 1 + self.nq + self.nv]
+        self._refresh_sensors(np.arange(num_envs))
 
-    # Read-only views into the state array.
+    # Read-only views into the state rows.
     @property
     def qpos(self) -> np.ndarray:
         return self._qpos
@@ -94,65 +89,69 @@ class MujocoBackend:
 
     @property
     def sensordata(self) -> np.ndarray:
-        return self._sensor_trajectory[:, -1]
-
-    @property
-    def state(self) -> np.ndarray:
-        """(N, nstate) full physics state (time, qpos, qvel, act)."""
-        return self._state
+        return self._sensordata
 
     @property
     def diverged(self) -> np.ndarray:
         """(N,) True where MuJoCo reset an env during the last step because its state blew up.
 
-        MuJoCo's own guard (bad qpos/qvel/qacc) silently resets the data and restarts its clock,
-        so an env whose simulated time did not advance by ``substeps * timestep`` diverged.
+        MuJoCo's own guard (bad qpos/qvel/qacc) resets the data, warns, and steps on from the model's
+        default state; the batch counts those warnings per env.
         """
         return self._diverged
 
+    def full_physics_state(self) -> np.ndarray:
+        """(N, nstate) ``mjSTATE_FULLPHYSICS`` rows of every env (for ``mujoco.rollout`` comparisons)."""
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        states = np.zeros((self.num_envs, mujoco.mj_stateSize(self.scale_models[0], spec)))
+        data = mujoco.MjData(self.scale_models[0])
+        for env in range(self.num_envs):
+            self._batch.get_data(env, data)
+            mujoco.mj_getState(self.model_for_env(env), data, states[env], spec)
+        return states
+
     def reset(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        self._state[env_ids, 0] = 0.0
+        self._time[env_ids] = 0.0
         self._qpos[env_ids] = qpos
         self._qvel[env_ids] = qvel
+        self._warmstart[env_ids] = 0.0  # a new episode: no warm start from the one before
         self._refresh_sensors(env_ids)
 
     def _refresh_sensors(self, env_ids: np.ndarray) -> None:
         """Position sensors (fingertip frames) at the reset state; force sensors read 0 until the next step.
 
-        Without it a reset env's ``sensordata`` would describe the state it left. About 20 us per env.
+        Without it a reset env's ``sensordata`` would describe the state it left.
         """
-        data = self._datas[0]
-        for env in np.asarray(env_ids).reshape(-1):
-            model = self.model_for_env(int(env))
-            mujoco.mj_setState(model, data, self._state[env], STATE_SPEC)
-            mujoco.mj_fwdPosition(model, data)
-            data.sensordata[:] = 0.0
-            mujoco.mj_sensorPos(model, data)
-            self._sensor_trajectory[env, -1] = data.sensordata
+        env_ids = np.asarray(env_ids).reshape(-1)
+        if not len(env_ids):
+            return
+        self._hand_over_models()
+        self._batch.forward(env_ids, stage=int(mujoco.mjtStage.mjSTAGE_POS))
+        rows = np.zeros((len(env_ids), self._sensordata.shape[1]))
+        rows[:, self._position_sensors] = self._sensor_output[env_ids][:, self._position_sensors]
+        self._sensordata[env_ids] = rows
 
     def step(self, ctrl: np.ndarray, object_force: np.ndarray | None = None) -> None:
+        self._hand_over_models()
+        self._ctrl[:] = ctrl
+        if object_force is not None:
+            if self._xfrc is None:
+                raise RuntimeError("object_force was passed to a backend built with object_force=False")
+            self._xfrc[:] = object_force
+        self._batch.step(nstep=self.substeps)
+        np.copyto(self._sensordata, self._sensor_output)
+        counts = self._batch.warning[:, BLOW_UPS, 1]
+        self._diverged = (counts > self._blow_up_counts).any(axis=1)
+        self._diverged |= ~(np.isfinite(self._qpos).all(axis=1) & np.isfinite(self._qvel).all(axis=1))
+        self._blow_up_counts = counts
+
+    def _hand_over_models(self) -> None:
+        """Before the batch reads the env models: derived constants current, edited models handed over."""
         if self._stale_constants.any():
             self._refresh_constants()
-        np.add(self._state[:, 0], self.substeps * self.timestep, out=self._expected_time)
-        np.copyto(self._control[:, :, : self.nu], ctrl[:, None, :])
-        if object_force is not None:
-            if not self._object_force:
-                raise RuntimeError("object_force was passed to a backend built with object_force=False")
-            self._control[:, :, self._xfrc_start : self._xfrc_start + 3] = object_force[:, None, :]
-        self._pool.rollout(
-            self._step_models,
-            self._datas,
-            initial_state=self._state,
-            control=self._control,
-            control_spec=self._control_spec,
-            skip_checks=True,
-            nstep=self.substeps,
-            state=self._trajectory,
-            sensordata=self._sensor_trajectory,
-        )
-        np.copyto(self._state, self._trajectory[:, -1])
-        self._diverged = np.abs(self._state[:, 0] - self._expected_time) > 0.5 * self.timestep
-        self._diverged |= ~np.isfinite(self._state).all(axis=1)
+        if self._models_edited:
+            self._batch.set_models(self._step_models)
+            self._models_edited = False
 
     # Domain randomisation -------------------------------------------------------------------------
     def env_models(self) -> list[mujoco.MjModel]:
@@ -165,6 +164,7 @@ class MujocoBackend:
             self._nominal_mass = np.array([m.body_mass[body] for m in self._env_models])
             self._nominal_inertia = np.stack([m.body_inertia[body].copy() for m in self._env_models])
             self._nominal_com = np.stack([m.body_ipos[body].copy() for m in self._env_models])
+        self._models_edited = True  # every caller is about to write into them
         return self._env_models
 
     def set_actuator_gains(self, env_ids: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> None:
@@ -207,9 +207,9 @@ class MujocoBackend:
         up in 5 % of its control steps. Run once per changed env (mass and COM setters together),
         before the next step or model read: about 50 us per env, paid at reset only.
         """
-        models, data = self.env_models(), self._datas[0]
+        models = self.env_models()
         for env in np.flatnonzero(self._stale_constants):
-            mujoco.mj_setConst(models[env], data)
+            mujoco.mj_setConst(models[env], self._data)
         self._stale_constants[:] = False
 
     def set_gravity(self, env_ids: np.ndarray, gravity: np.ndarray) -> None:
@@ -222,3 +222,13 @@ class MujocoBackend:
         if self._stale_constants[env]:
             self._refresh_constants()
         return self._env_models[env] if self._env_models is not None else self.scale_models[self.env_scale[env]]
+
+
+def position_sensor_columns(model: mujoco.MjModel) -> np.ndarray:
+    """Columns of ``sensordata`` computed at the position stage (frames, positions), as a boolean mask."""
+    mask = np.zeros(model.nsensordata, dtype=bool)
+    for sensor in range(model.nsensor):
+        if model.sensor_needstage[sensor] == mujoco.mjtStage.mjSTAGE_POS:
+            start = model.sensor_adr[sensor]
+            mask[start : start + model.sensor_dim[sensor]] = True
+    return mask
