@@ -50,6 +50,20 @@ def test_bf16_mixed_fit_learns_and_predict_acts_in_float32(algo, tmp_path, monke
     np.testing.assert_allclose(replayed.numpy(), data["action"][0], atol=1e-6)  # float32, as the ONNX policy acts
 
 
+@pytest.mark.parametrize(("native", "given", "expected"), [
+    (True, None, "bf16-mixed"), (False, None, "32-true"),
+    (True, "32-true", "32-true"), (False, "bf16-mixed", "bf16-mixed"),
+])  # fmt: skip
+def test_a_fit_learns_in_bfloat16_by_default_only_where_it_is_native(
+    native, given, expected, tmp_path, monkeypatch, cache_dir
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: native)
+    extra = [] if given is None else [f"--trainer.precision={given}"]
+    fitted = main(fit_args(cache_dir, "--data.iterations_per_epoch=1", "--trainer.logger=false", *extra))
+    assert fitted.trainer.precision == expected
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_on_a_cpu_without_native_bfloat16_is_warned_about(native, monkeypatch, caplog):
     monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: native)

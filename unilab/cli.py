@@ -133,6 +133,10 @@ class UnilabCLI(LightningCLI):
         ):
             callbacks += default_checkpoints()
         if self.subcommand == "fit":  # the others evaluate in float32 whatever the precision
+            if trainer_config.get("precision") is None:
+                kwargs["precision"] = default_precision(trainer_config.get("accelerator"))
+                log.info("trainer.precision=%s (bfloat16 where it is native; say --trainer.precision to choose)",
+                         kwargs["precision"])  # fmt: skip
             warn_if_bf16_is_emulated(trainer_config.get("precision"), trainer_config.get("accelerator"))
         if not trainer_config.get("plugins"):
             kwargs["plugins"] = [AtomicCheckpointIO()]
@@ -148,6 +152,15 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX: AMD Zen 4+, Intel Cooper Lake+)."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def default_precision(accelerator: str | None) -> str:
+    """``bf16-mixed`` where bfloat16 is native (a CUDA GPU that has it, a CPU with AVX512-BF16 or AMX), else
+    ``32-true``: the learner is then several times cheaper and learns alike (docs/results.md, mixed precision)."""
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator in (None, "auto") and torch.cuda.is_available())
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def warn_if_bf16_is_emulated(precision: str | int | None, accelerator: str | None) -> None:
