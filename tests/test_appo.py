@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.helpers.async_faults import FailingAllegro, write_numbered_rollouts
+from tests.helpers.async_faults import FailingAllegro, hold_the_ring_lock_and_die, write_numbered_rollouts
 from unilab.algos.appo import APPO
 from unilab.algos.losses import gaussian_kl
 from unilab.algos.targets import vtrace
@@ -192,6 +192,22 @@ def test_a_hung_collector_is_detected(cache_dir):
     assert time.time() - started < 10
     datamodule.stop_collector()
     assert not alive(pid)
+
+
+def test_a_lock_left_held_by_a_killed_process_fails_the_read_instead_of_hanging(cache_dir):
+    datamodule = small_datamodule(cache_dir)
+    datamodule.start_collector(small_policy(datamodule), "critic", learner_buffers=2)
+    datamodule.next_rollout()
+    holder = mp.get_context("spawn").Process(target=hold_the_ring_lock_and_die, args=(datamodule.collector.ring,))
+    holder.start()
+    holder.join(timeout=60)
+    assert holder.exitcode == -signal.SIGKILL
+    started = time.time()
+    with pytest.raises(CollectorError, match="no progress for 3 s"):
+        for _ in range(100):
+            datamodule.next_rollout()
+    assert time.time() - started < 10
+    datamodule.stop_collector()
 
 
 def appo_args(cache_dir: Path, *extra: str) -> list[str]:

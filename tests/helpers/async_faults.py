@@ -26,6 +26,12 @@ def write_numbered_rollouts(ring: RolloutRing, count: int) -> None:
         ring.write(rollout)
 
 
+def hold_the_ring_lock_and_die(ring: RolloutRing) -> None:
+    """Take the ring's lock and die by SIGKILL without releasing it."""
+    ring.lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class FailingAllegro(AllegroInhandRotation):
     """Allegro env whose physics raises after ``fail_after`` control steps."""
 

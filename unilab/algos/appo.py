@@ -185,7 +185,7 @@ class APPO(ActorCriticAlgorithm):
         now = time.perf_counter()
         wall = now - self._last_step_end
         self._last_step_end = now
-        counters = self.datamodule.collector.ring.counters()
+        counters = self.datamodule.collector.counters()
         logs = stats | rollout.metrics | self._iteration_logs(optimizer, rollout.env_steps)
         logs |= {
             "policy/lag_mean": sum(lags) / len(lags),

@@ -49,6 +49,10 @@ class CollectorError(RuntimeError):
     """The collector process died, hung or raised; the message carries its traceback."""
 
 
+class LearnerGone(Exception):
+    """Raised inside the collector when its learner process has exited."""
+
+
 def portable_env_factory(factory: EnvFactory, **overrides) -> Callable[[int], object]:
     """A picklable ``num_envs -> env`` factory (jsonargparse's partials hold unpicklable state)."""
     func, args, keywords = factory, (), {}
@@ -86,11 +90,16 @@ def collector_main(
         collector = RolloutCollector(env_factory(num_envs), layout, seed)
         rollout = layout.allocate()
         policy = copy.deepcopy(board.shared)
-        version = board.pull(policy, -1)
         control = ring.control
 
         def heartbeat() -> None:
             control[HEARTBEAT] = time.time()
+
+        def learner_alive() -> None:
+            if os.getppid() != parent_pid:
+                raise LearnerGone
+
+        version = board.pull(policy, -1, learner_alive)
 
         collector.start()
         written = 0
@@ -103,12 +112,14 @@ def collector_main(
                 heartbeat()
                 time.sleep(0.005)
                 continue
-            version = board.pull(policy, version)
+            version = board.pull(policy, version, learner_alive)
             env_metrics = collector.collect(policy, rollout, on_step=heartbeat)
             rollout["stamp"][0] = version
             metrics.put((written, env_metrics))  # queued before the rollout is readable
-            ring.write(rollout)
+            ring.write(rollout, learner_alive)
             written += 1
+    except LearnerGone:  # nobody will read or stop us
+        return
     except BaseException:
         errors.put(traceback.format_exc())
         raise
@@ -149,7 +160,11 @@ class AsyncCollector:
         return self.process.pid
 
     def publish(self, policy: nn.Module) -> int:
-        return self.board.publish(policy)
+        return self.board.publish(policy, self.check_health)
+
+    def counters(self) -> dict[str, int]:
+        """Rollouts written, dropped and read so far, and those ready now."""
+        return self.ring.counters(self.check_health)
 
     def set_paused(self, paused: bool) -> None:
         self.ring.control[PAUSED] = float(paused)
@@ -157,7 +172,7 @@ class AsyncCollector:
     def read(self, into: dict[str, torch.Tensor]) -> float:
         """Block until a rollout is copied into ``into``; returns the seconds waited."""
         started = time.perf_counter()
-        while not self.ring.try_read(into):
+        while not self.ring.try_read(into, self.check_health):
             self.check_health()
             time.sleep(0.002)
         return time.perf_counter() - started
