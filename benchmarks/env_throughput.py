@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from unilab.sim.mujoco import default_num_threads
+from unilab.cpu_share import default_num_threads
 from unilab.tasks import get_task
 
 

@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from unilab.sim.mujoco import default_num_threads
+from unilab.cpu_share import default_num_threads
 from unilab.tasks import get_task
 
 

@@ -7,9 +7,12 @@ boundary; a backend that differs internally converts inside itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from unilab.cpu_share import default_num_threads
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,11 @@ class Capabilities:
     gravity: bool = False
     object_force: bool = False
     object_scale: bool = False
+
+    @classmethod
+    def everything(cls) -> Capabilities:
+        """A backend that can apply every domain-randomisation term."""
+        return cls(**{field.name: True for field in fields(cls)})
 
     def require(self, needed: dict[str, bool], backend: str) -> None:
         """Raise if any capability named with ``True`` in ``needed`` is missing."""
@@ -81,6 +89,31 @@ class SimBackend(Protocol):
 
     def set_gravity(self, env_ids: np.ndarray, gravity: np.ndarray) -> None:
         """Set the gravity vector (k, 3) of ``env_ids``."""
+
+
+class BatchedBackend:
+    """What the backends share: sizes, threads, every capability, and read-only views of the state arrays.
+
+    A subclass fills ``_qpos`` (N, nq), ``_qvel`` (N, nv), ``_sensordata`` (N, nsensordata) and ``_diverged``
+    (N,) in its constructor and keeps them current in ``reset`` and ``step``.
+    """
+
+    capabilities = Capabilities.everything()
+    _qpos: np.ndarray
+    _qvel: np.ndarray
+    _sensordata: np.ndarray
+    _diverged: np.ndarray
+
+    def __init__(self, num_envs: int, substeps: int, num_threads: int | None) -> None:
+        if num_envs < 1 or substeps < 1:
+            raise ValueError(f"num_envs and substeps must be >= 1, got {num_envs} and {substeps}")
+        self.num_envs, self.substeps = num_envs, substeps
+        self.num_threads = num_threads or default_num_threads()
+
+    qpos = property(attrgetter("_qpos"), doc="(N, nq) generalised positions.")
+    qvel = property(attrgetter("_qvel"), doc="(N, nv) generalised velocities.")
+    sensordata = property(attrgetter("_sensordata"), doc="(N, nsensordata) sensor readings after the last step.")
+    diverged = property(attrgetter("_diverged"), doc="(N,) True where an env's physics broke down in the last step.")
 
 
 def contiguous_assignment(num_envs: int, num_groups: int) -> np.ndarray:

@@ -19,9 +19,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from unilab.cpu_share import default_num_threads
 from unilab.errors import UnilabError
-from unilab.sim.base import Capabilities, contiguous_assignment
+from unilab.sim.base import BatchedBackend, contiguous_assignment
 from unilab.sim.scene import OBJECT_BODY
 
 log = logging.getLogger(__name__)
@@ -95,19 +94,13 @@ def write_scene(spec: mujoco.MjSpec, model: mujoco.MjModel, directory: Path, nam
     return path
 
 
-class MotrixBackend:
-    """SimBackend on MotrixSim. ``specs`` and ``models`` hold one scene per object scale (same sizes)."""
+class MotrixBackend(BatchedBackend):
+    """SimBackend on MotrixSim. ``specs`` and ``models`` hold one scene per object scale (same sizes).
+
+    ``diverged`` marks the envs whose state went non-finite or absurdly fast during the last step.
+    """
 
     name = "motrix"
-    capabilities = Capabilities(
-        actuator_gains=True,
-        friction_scale=True,
-        object_mass=True,
-        object_com=True,
-        gravity=True,
-        object_force=True,
-        object_scale=True,
-    )
 
     def __init__(
         self,
@@ -119,10 +112,7 @@ class MotrixBackend:
         object_force: bool = False,
     ) -> None:
         motrixsim = import_motrixsim()
-        if num_envs < 1 or substeps < 1:
-            raise ValueError(f"num_envs and substeps must be >= 1, got {num_envs} and {substeps}")
-        self.num_envs, self.substeps = num_envs, substeps
-        self.num_threads = num_threads or default_num_threads()
+        super().__init__(num_envs, substeps, num_threads)
         init_thread_pool(motrixsim, self.num_threads)
         first = models[0]
         self.timestep = float(first.opt.timestep)
@@ -200,23 +190,6 @@ class MotrixBackend:
         return SensorPlan(sites, np.array(contact_adr, dtype=np.int64), contact_sensors)
 
     # State -------------------------------------------------------------------------------------------
-    @property
-    def qpos(self) -> np.ndarray:
-        return self._qpos
-
-    @property
-    def qvel(self) -> np.ndarray:
-        return self._qvel
-
-    @property
-    def sensordata(self) -> np.ndarray:
-        return self._sensordata
-
-    @property
-    def diverged(self) -> np.ndarray:
-        """(N,) True where the state went non-finite or absurdly fast during the last step."""
-        return self._diverged
-
     def reset(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
         self._qpos[env_ids] = qpos
         self._qvel[env_ids] = qvel

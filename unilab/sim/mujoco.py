@@ -17,27 +17,22 @@ import mujoco
 import numpy as np
 from mujoco.batch import Batch
 
-from unilab.cpu_share import default_num_threads
-from unilab.sim.base import Capabilities, contiguous_assignment
+from unilab.sim.base import BatchedBackend, contiguous_assignment
 from unilab.sim.scene import OBJECT_BODY
 
 BLOW_UPS = [int(mujoco.mjtWarning.__members__[name]) for name in ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC")]
 """Warnings MuJoCo raises when it resets a simulation whose state blew up."""
 
 
-class MujocoBackend:
-    """SimBackend on MuJoCo. ``models`` holds one compiled model per object scale (same sizes)."""
+class MujocoBackend(BatchedBackend):
+    """SimBackend on MuJoCo. ``models`` holds one compiled model per object scale (same sizes).
+
+    ``diverged`` marks the envs that MuJoCo reset during the last step because their state blew up: its own
+    guard (bad qpos/qvel/qacc) resets the data, warns, and steps on from the model's default state; the
+    batch counts those warnings per env.
+    """
 
     name = "mujoco"
-    capabilities = Capabilities(
-        actuator_gains=True,
-        friction_scale=True,
-        object_mass=True,
-        object_com=True,
-        gravity=True,
-        object_force=True,
-        object_scale=True,
-    )
 
     def __init__(
         self,
@@ -47,11 +42,7 @@ class MujocoBackend:
         num_threads: int | None = None,
         object_force: bool = False,
     ) -> None:
-        if num_envs < 1 or substeps < 1:
-            raise ValueError(f"num_envs and substeps must be >= 1, got {num_envs} and {substeps}")
-        self.num_envs = num_envs
-        self.substeps = substeps
-        self.num_threads = num_threads or default_num_threads()
+        super().__init__(num_envs, substeps, num_threads)
         self.scale_models = list(models)
         self.env_scale = contiguous_assignment(num_envs, len(self.scale_models))
         first = self.scale_models[0]
@@ -77,28 +68,6 @@ class MujocoBackend:
         self._diverged = np.zeros(num_envs, dtype=bool)
         self._stale_constants = np.zeros(num_envs, dtype=bool)  # envs whose mass or COM changed since mj_setConst
         self._refresh_sensors(np.arange(num_envs))
-
-    # Read-only views into the state rows.
-    @property
-    def qpos(self) -> np.ndarray:
-        return self._qpos
-
-    @property
-    def qvel(self) -> np.ndarray:
-        return self._qvel
-
-    @property
-    def sensordata(self) -> np.ndarray:
-        return self._sensordata
-
-    @property
-    def diverged(self) -> np.ndarray:
-        """(N,) True where MuJoCo reset an env during the last step because its state blew up.
-
-        MuJoCo's own guard (bad qpos/qvel/qacc) resets the data, warns, and steps on from the model's
-        default state; the batch counts those warnings per env.
-        """
-        return self._diverged
 
     def full_physics_state(self) -> np.ndarray:
         """(N, nstate) ``mjSTATE_FULLPHYSICS`` rows of every env (for ``mujoco.rollout`` comparisons)."""
