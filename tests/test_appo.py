@@ -179,17 +179,22 @@ def test_collector_exception_reaches_the_learner_with_its_traceback(cache_dir):
     assert not alive(pid)
 
 
+def assert_reads_fail_quickly(datamodule: AsyncRolloutDataModule, reason: str) -> None:
+    """The learner's reads raise ``CollectorError`` matching ``reason`` within 10 s instead of waiting on."""
+    started = time.time()
+    with pytest.raises(CollectorError, match=reason):
+        for _ in range(100):
+            datamodule.next_rollout()
+    assert time.time() - started < 10
+
+
 def test_a_hung_collector_is_detected(cache_dir):
     datamodule = small_datamodule(cache_dir)
     datamodule.start_collector(small_policy(datamodule), "critic", learner_buffers=2)
     pid = datamodule.collector.pid
     datamodule.next_rollout()
     os.kill(pid, signal.SIGSTOP)
-    started = time.time()
-    with pytest.raises(CollectorError, match="no progress for 3 s"):
-        for _ in range(100):
-            datamodule.next_rollout()
-    assert time.time() - started < 10
+    assert_reads_fail_quickly(datamodule, "no progress for 3 s")
     datamodule.stop_collector()
     assert not alive(pid)
 
@@ -202,11 +207,7 @@ def test_a_lock_left_held_by_a_killed_process_fails_the_read_instead_of_hanging(
     holder.start()
     holder.join(timeout=60)
     assert holder.exitcode == -signal.SIGKILL
-    started = time.time()
-    with pytest.raises(CollectorError, match="no progress for 3 s"):
-        for _ in range(100):
-            datamodule.next_rollout()
-    assert time.time() - started < 10
+    assert_reads_fail_quickly(datamodule, "no progress for 3 s")
     datamodule.stop_collector()
 
 

@@ -106,8 +106,7 @@ def collector_main(
         heartbeat()
         control[READY_FLAG] = 1
         while control[STOP] == 0:
-            if os.getppid() != parent_pid:  # the learner is gone: nobody will read or stop us
-                return
+            learner_alive()
             if control[PAUSED] != 0:
                 heartbeat()
                 time.sleep(0.005)
