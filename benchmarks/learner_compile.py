@@ -26,28 +26,10 @@ import statistics
 import time
 
 import torch
+from train_throughput import composed_cli  # sibling script (benchmarks/ is on sys.path)
 
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss
 from unilab.cpu_share import default_num_threads
-
-
-def build_policy(algo: str, task: str, sim: str, overrides: list[str]):
-    """The algorithm's module as ``train`` composes it (builds the env once for the observation sizes)."""
-    import lightning as L
-
-    from unilab.cli import UnilabCLI
-    from unilab.router import compose, config_args
-
-    cli = UnilabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        save_config_callback=None,
-        args=[*config_args(compose(algo, task, sim, None)), "--trainer.logger=false", *overrides],
-    )
-    return cli.model, cli.datamodule
 
 
 def loss_of(policy, obs, actions, old_log_prob, advantages, old_values, returns, clip, value_coef, entropy_coef):
@@ -81,7 +63,9 @@ def main() -> None:
         parser.error("--rounds, --calls and --threads must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    module, data = build_policy(args.algo, args.task, args.sim, overrides)
+    # The algorithm's module as train composes it (the env is built once, for the observation sizes).
+    cli = composed_cli(args.algo, args.task, args.sim, ["--trainer.logger=false", *overrides])
+    module, data = cli.model, cli.datamodule
     hp = module.hparams
     rows, minibatch = data.env.num_envs, data.batch_size // hp.num_mini_batches
     generator = torch.Generator().manual_seed(0)

@@ -78,6 +78,23 @@ class PerfRecorder(L.Callback):
         self.rows.append(row)
 
 
+def composed_cli(algo: str, task: str, sim: str, arguments: list[str], trainer_defaults: dict | None = None):
+    """The model, data module and trainer that ``train --algo --task --sim`` composes, built but not run."""
+    from unilab.cli import UnilabCLI
+    from unilab.router import compose, config_args
+
+    return UnilabCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        save_config_callback=None,
+        trainer_defaults=trainer_defaults or {},
+        args=[*config_args(compose(algo, task, sim, None)), *arguments],
+    )
+
+
 def measure(
     algo: str,
     task: str,
@@ -88,21 +105,14 @@ def measure(
     threads: int,
     overrides: list[str],
 ) -> dict:
-    from unilab.cli import UnilabCLI
-    from unilab.router import compose, config_args
-
     torch.set_num_threads(threads)
     recorder = PerfRecorder()
-    cli = UnilabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        save_config_callback=None,
+    cli = composed_cli(
+        algo,
+        task,
+        sim,
         trainer_defaults={"callbacks": [recorder]},
-        args=[
-            *config_args(compose(algo, task, sim, None)),
+        arguments=[
             f"--data.num_envs={num_envs}",
             f"--data.iterations_per_epoch={iterations}",
             "--trainer.max_epochs=1",
