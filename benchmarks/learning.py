@@ -6,7 +6,7 @@ override) plus a budget. The fit stops at ``--env-steps`` (and ``--minutes`` if 
 task's evaluation manifest: envs spread over the object scales in contiguous blocks, policy mean, full
 domain randomisation). For a HORA student the teacher it was distilled from is evaluated on the same
 manifest and the student/teacher ratios are reported. The learning curves (episode length,
-``reward/rotate`` and rotation speed against env-steps) are drawn into ``<run>/learning_curves.png``.
+``reward/rotate``, rotation speed and drop rate against env-steps) are drawn into ``<run>/learning_curves.png``.
 
     python benchmarks/learning.py --algo ppo --task sharpa_inhand --profile hora --env-steps 8200000
     python benchmarks/learning.py --algo ppo --task allegro_inhand --env-steps 2000000 --seed_everything 1
@@ -21,9 +21,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
-CURVES = (("episode/length", "episode length"), ("reward/rotate", "reward/rotate"), ("episode/rotation_speed", "rad/s"))
+CURVES = (
+    ("episode/length", "episode length"),
+    ("reward/rotate", "reward/rotate"),
+    ("episode/rotation_speed", "rad/s"),
+    ("episode/drop_rate", "drop rate"),
+)
 
 
 def main() -> None:
@@ -108,15 +114,31 @@ def read_curves(run: Path) -> dict[str, list[tuple[float, float]]]:
     if "perf/env_steps" not in tags:
         return {}
     steps = {event.step: event.value for event in events.Scalars("perf/env_steps")}
-    return {
-        tag: [(steps[e.step], e.value) for e in events.Scalars(tag) if e.step in steps]
-        for tag, _ in CURVES
-        if tag in tags
-    }
+    curves = {}
+    for tag, _ in CURVES:
+        if tag in tags:  # a resumed run logs again the steps after its last checkpoint: keep the newest of each
+            newest = {event.step: event.value for event in events.Scalars(tag) if event.step in steps}
+            curves[tag] = [(steps[step], newest[step]) for step in sorted(newest)]
+    return curves
+
+
+def binned_means(points: list[tuple[float, float]], bins: int = 60) -> list[tuple[float, float]]:
+    """Mean of the points in each of ``bins`` equal env-step windows (per-iteration episode figures are noisy)."""
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    edges = np.linspace(xs.min(), xs.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, xs, side="right") - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    filled = counts > 0
+    centres = np.bincount(which, xs, bins)[filled] / counts[filled]
+    means = np.bincount(which, ys, bins)[filled] / counts[filled]
+    return list(zip(centres.tolist(), means.tolist(), strict=True))
 
 
 def draw_curves(run: Path, width: int = 420, height: int = 300) -> Path:
-    """One panel per curve, side by side, against env-steps (plain PIL: no plotting library needed)."""
+    """One panel per curve, side by side, against env-steps: each iteration's value (light) and window means (dark).
+
+    Plain PIL: no plotting library needed.
+    """
     curves = read_curves(run)
     image = Image.new("RGB", (width * len(CURVES), height), "white")
     draw = ImageDraw.Draw(image)
@@ -141,7 +163,8 @@ def draw_curves(run: Path, width: int = 420, height: int = 300) -> Path:
                 box[3] - (y - y_lo) / (y_hi - y_lo) * (box[3] - box[1]),
             )
 
-        draw.line([to_pixel(x, y) for x, y in points], fill=(31, 119, 180), width=2)
+        draw.line([to_pixel(x, y) for x, y in points], fill=(200, 215, 235), width=1)
+        draw.line([to_pixel(x, y) for x, y in binned_means(points)], fill=(31, 119, 180), width=2)
         draw.text((x0 + 4, top), f"{y_hi:.3g}", fill="black")
         draw.text((x0 + 4, height - bottom - 10), f"{y_lo:.3g}", fill="black")
         draw.text((box[0], height - bottom + 6), f"{x_lo / 1e6:.2f} M", fill="black")
