@@ -52,7 +52,7 @@ def timed(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default="ppo", choices=("ppo", "appo"))
+    parser.add_argument("--algo", default="ppo", choices=("ppo",), help="the update timed is PPO's loss")
     parser.add_argument("--task", default="allegro_inhand")
     parser.add_argument("--sim", default="mujoco")
     parser.add_argument("--threads", type=int, default=default_num_threads())
