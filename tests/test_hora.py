@@ -167,6 +167,14 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
             untrained.history_normalizer.load_state_dict(student.history_normalizer.state_dict())
             fresh.append((untrained.latent(history) - target).square().mean())
     assert trained < 0.8 * min(fresh), (trained, fresh)
+    # The default distillation also fine-tunes the student's copy of the actor; the teacher stays as saved.
+    assert len(scalars(run, "distill/action_mse")) == 30
+    teacher_state = torch.load(model.teacher_path, weights_only=False)["state_dict"]
+    for name, value in student.teacher.actor.state_dict().items():
+        torch.testing.assert_close(value, teacher_state[f"policy.actor.{name}"])
+    pairs = zip(student.actor.parameters(), student.teacher.actor.parameters(), strict=True)
+    moved = [not torch.equal(mine, teachers_own) for mine, teachers_own in pairs]
+    assert all(moved) and not any(p.requires_grad for p in student.teacher.parameters())
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["unilab"]["teacher"]["path"] == str(model.teacher_path)
     assert checkpoint["unilab"]["teacher"]["hparams"]["privileged_group"] == "privileged"
@@ -196,3 +204,48 @@ def test_distillation_reduces_the_latent_error_and_the_student_evaluates(teacher
     predictions = np.load(run / "predictions.npz")
     steps = len(predictions["alive"])
     assert predictions["input_history"].shape == (steps, 2, 30, 49) and predictions["state"].shape == (steps, 2, 29)
+
+
+def test_a_student_without_the_action_loss_keeps_the_teachers_actor(teachers, sharpa_cache, monkeypatch, tmp_path):
+    monkeypatch.chdir(teachers)
+    log_root = tmp_path / "logs"
+    monkeypatch.setenv("UNILAB_LOG_ROOT", str(log_root))
+    teacher = TeacherSource(log_root=str(teachers / "logs")).resolve("sharpa_inhand", "mujoco")
+    cli = main(sharpa_args("hora_distill", sharpa_cache, "--data.iterations_per_epoch=3",
+                           "--model.action_loss_weight=0", f"--model.teacher.checkpoint_path={teacher}"))  # fmt: skip
+    student = cli.model.student
+    for mine, teachers_own in zip(student.actor.parameters(), student.teacher.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, teachers_own)
+    (run,) = (log_root / "hora_distill" / "SharpaInhandRotation").iterdir()
+    assert "distill/action_mse" not in EventAccumulator(str(next(run.glob("events*")))).Reload().Tags()["scalars"]
+
+    # A student saved before it had its own actor drove the teacher's: it loads with that actor.
+    old = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    for key in [key for key in old["state_dict"] if key.startswith("student.actor.")]:
+        del old["state_dict"][key]
+    torch.save(old, tmp_path / "old_student.ckpt")
+    cli = main(["validate", "--config", str(run / "config.yaml"), f"--ckpt_path={tmp_path / 'old_student.ckpt'}",
+                "--data.val_episodes=1"])  # fmt: skip
+    restored = cli.model.student
+    for mine, teachers_own in zip(restored.actor.parameters(), restored.teacher.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, teachers_own)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--model.action_loss_weight=-1", "model.action_loss_weight must be >= 0 and finite, got -1"),
+        ("--model.num_learning_epochs=0", "model.num_learning_epochs must be >= 1, got 0"),
+        ("--model.history_frames=10", "model.history_frames must be >= 17, got 10"),
+        ("--model.optimizer.init_args.lr=-1", "model.optimizer: Invalid learning rate: -1"),
+    ],
+)
+def test_nonsense_student_settings_stop_before_a_run_folder_is_made(
+    sharpa_cache, tmp_path, monkeypatch, capsys, override, message
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(sharpa_args("hora_distill", sharpa_cache, override))
+    assert exit_info.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()

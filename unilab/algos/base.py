@@ -92,10 +92,20 @@ def check_actor_critic_hparams(
         ("entropy_coef", entropy_coef, entropy_coef >= 0, ">= 0"),
         ("max_grad_norm", max_grad_norm, max_grad_norm > 0, "> 0"),
     ]
+    refuse_invalid(checks)
+    check_optimizer(optimizer)
+
+
+def refuse_invalid(checks: list[tuple[str, object, bool, str]]) -> None:
+    """Raise for the first ``(name, value, valid, expected)`` that is not valid (or NaN), naming ``model.<name>``."""
     for name, value, valid, expected in checks:
         if not valid or value != value:  # value != value: NaN
             raise ValueError(f"model.{name} must be {expected}, got {value}")
-    try:  # the optimiser checks its own arguments (lr, betas, ...) when it is built: build one on a dummy
+
+
+def check_optimizer(optimizer) -> None:
+    """The optimiser checks its own arguments (lr, betas, ...) when it is built: build one on a dummy."""
+    try:
         optimizer([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, TypeError) as error:
         raise ValueError(f"model.optimizer: {error}") from None

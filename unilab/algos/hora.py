@@ -3,12 +3,17 @@
 A frozen HORA teacher (PPO or APPO run with ``--profile hora``) gives the extrinsics latent z from
 privileged observations; the student's adaptation module predicts z from the 30-frame
 proprioceptive history and is trained with MSE(z_student, z_teacher). The student's own z drives
-the teacher's actor during collection (DAgger-like), so it learns on the states it visits.
+its actor (a copy of the teacher's) during collection (DAgger-like), so it learns on the states it
+visits. With ``action_loss_weight`` > 0 that actor is fine-tuned too, towards the teacher's (clipped)
+actions on those states: the teacher's latent carries the object's position, which the history shows
+only in part, and the actor learns to act on what the student can know (docs/results.md, HORA student).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +22,13 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups
+from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups, check_optimizer, refuse_invalid
 from unilab.data.record import Rollout
 from unilab.data.rollout import ManifestRequest
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
 from unilab.models.normalizer import RunningNormalizer
+from unilab.tasks.base import ACTION_LIMIT
 
 TEACHER_FAMILIES = ("ppo", "appo")
 
@@ -119,21 +125,35 @@ def teacher_from_hparams(hparams: dict, observation_dims: dict[str, int], num_ac
 
 
 class Student(nn.Module):
-    """Adaptation module (history -> z) driving the frozen teacher's actor."""
+    """Adaptation module (history -> z) and the actor z drives: a copy of the frozen teacher's actor, reading the
+    teacher's normalised actor obs. The copy stays frozen unless ``train_actor`` (then it is fine-tuned)."""
 
-    def __init__(self, teacher: ActorCritic, history_group: str, frames: int, frame_dim: int, channels: int) -> None:
+    def __init__(
+        self,
+        teacher: ActorCritic,
+        history_group: str,
+        frames: int,
+        frame_dim: int,
+        channels: int,
+        train_actor: bool = False,
+    ) -> None:
         super().__init__()
         self.teacher = teacher
         self.history_group = history_group
         self.history_normalizer = RunningNormalizer(frame_dim)
         self.adaptation = AdaptationModule(frames, frame_dim, teacher.latent_dim, channels)
+        self.actor = copy.deepcopy(teacher.actor).requires_grad_(train_actor)
 
     def latent(self, history: torch.Tensor) -> torch.Tensor:
         frames, frame_dim = self.adaptation.frames, self.adaptation.frame_dim
         return self.adaptation(self.history_normalizer(history.reshape(-1, frames, frame_dim)))
 
+    def actions_from(self, obs: dict[str, torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
+        """The student actor's mean actions for the teacher's actor obs in ``obs`` and a given ``latent``."""
+        return self.actor(self.teacher.actor_input(obs, latent))
+
     def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.teacher.action_mean(obs, latent=self.latent(obs[self.history_group]))
+        return self.actions_from(obs, self.latent(obs[self.history_group]))
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -150,8 +170,8 @@ class StudentExport(nn.Module):
         self.student = student
 
     def forward(self, obs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        teacher = self.student.teacher
-        return teacher.action_mean({teacher.actor_group: obs}, latent=self.student.latent(history))
+        obs_group = {self.student.teacher.actor_group: obs}
+        return self.student.actions_from(obs_group, self.student.latent(history))
 
 
 class HoraDistill(PolicyAlgorithm):
@@ -170,6 +190,7 @@ class HoraDistill(PolicyAlgorithm):
         optimizer: OptimizerCallable = torch.optim.Adam,
         num_learning_epochs: int = 1,
         num_mini_batches: int = 4,
+        action_loss_weight: float = 1.0,
     ) -> None:
         """
         Args:
@@ -182,9 +203,22 @@ class HoraDistill(PolicyAlgorithm):
             optimizer: Optimiser factory for the adaptation module (docs/spec.md §5: Adam, lr 3e-4).
             num_learning_epochs: Passes over each rollout.
             num_mini_batches: Minibatches per pass.
+            action_loss_weight: Weight of MSE(student actions, teacher's clipped actions) beside the latent
+                MSE; > 0 also fine-tunes the student's copy of the actor, 0 keeps the teacher's actor frozen
+                (HORA as published). 1.0: docs/results.md, HORA student.
         """
         super().__init__()
         check_groups(observation_dims, history_group)
+        refuse_invalid(
+            [
+                ("history_frames", history_frames, history_frames >= 17, ">= 17"),
+                ("channels", channels, channels >= 1, ">= 1"),
+                ("num_learning_epochs", num_learning_epochs, num_learning_epochs >= 1, ">= 1"),
+                ("num_mini_batches", num_mini_batches, num_mini_batches >= 1, ">= 1"),
+                ("action_loss_weight", action_loss_weight, 0 <= action_loss_weight < math.inf, ">= 0 and finite"),
+            ]
+        )
+        check_optimizer(optimizer)
         if observation_dims[history_group] % history_frames:
             raise ValueError(
                 f"{history_group} has {observation_dims[history_group]} values, not a multiple of "
@@ -221,14 +255,17 @@ class HoraDistill(PolicyAlgorithm):
             self.teacher_record = {"path": str(self.teacher_path), "sha256": file_sha256(self.teacher_path)}
             self.teacher_record["hparams"] = hparams
         frame_dim = hp.observation_dims[hp.history_group] // hp.history_frames
-        self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels).to(self.device)
+        train_actor = hp.action_loss_weight > 0
+        self.student = Student(teacher, hp.history_group, hp.history_frames, frame_dim, hp.channels, train_actor)
+        self.student.to(self.device)
 
     @property
     def policy(self) -> ActorCritic:
         return self.student.teacher
 
     def configure_optimizers(self):
-        return self.optimizer_factory([*self.student.adaptation.parameters()])
+        actor = [*self.student.actor.parameters()] if self.hparams.action_loss_weight > 0 else []
+        return self.optimizer_factory([*self.student.adaptation.parameters(), *actor])
 
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
@@ -240,22 +277,30 @@ class HoraDistill(PolicyAlgorithm):
         hp = self.hparams
         optimizer = self.optimizers()
         obs = {name: value.flatten(0, 1) for name, value in rollout.obs.items()}
-        history = obs[hp.history_group]
+        history, actor_obs = obs[hp.history_group], obs[self.policy.actor_group]
+        weight = hp.action_loss_weight
         with torch.no_grad():
             target = self.policy.latent(obs)
+            target_actions = self.policy.action_mean(obs, latent=target).clamp(-ACTION_LIMIT, ACTION_LIMIT)
         batch_size = history.shape[0]
         minibatch = batch_size // hp.num_mini_batches
-        losses = []
-        # Adaptation-module update: MSE(z_student, z_teacher)
+        losses, action_losses = [], []
+        # MSE(z_student, z_teacher) (+ weight x MSE(student actions, the teacher's clipped actions))
         for _ in range(hp.num_learning_epochs):
             permutation = torch.randperm(batch_size, device=history.device)
             for start in range(0, batch_size, minibatch):
                 idx = permutation[start : start + minibatch]
-                loss = (self.student.latent(history[idx]) - target[idx]).square().mean()
+                latent = self.student.latent(history[idx])
+                loss = (latent - target[idx]).square().mean()
+                losses.append(loss.item())
+                if weight > 0:
+                    actions = self.student.actions_from({self.policy.actor_group: actor_obs[idx]}, latent)
+                    action_loss = (actions - target_actions[idx]).square().mean()
+                    action_losses.append(action_loss.item())
+                    loss = loss + weight * action_loss
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 optimizer.step()
-                losses.append(loss.item())
         # The normaliser rule of every algorithm (unilab.data.collector): the rollout's frames, once, after the update
         self.student.history_normalizer.update(history.reshape(-1, self.student.adaptation.frame_dim))
         update_seconds = time.perf_counter() - started
@@ -270,6 +315,8 @@ class HoraDistill(PolicyAlgorithm):
             "perf/env_steps_per_second": rollout.env_steps / (rollout.collect_seconds + update_seconds),
             "perf/env_steps": float(self.env_steps),
         }
+        if action_losses:
+            logs["distill/action_mse"] = sum(action_losses) / len(action_losses)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=1)
         self._log_progress(logs)
 
@@ -277,7 +324,7 @@ class HoraDistill(PolicyAlgorithm):
     def action_mean(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         latent = self.student.latent(obs[self.hparams.history_group])
         self._latent_errors.append((latent - self.policy.latent(obs)).square().mean(dim=-1))
-        return self.policy.action_mean(obs, latent=latent)
+        return self.student.actions_from(obs, latent)
 
     def _evaluate(self, request: ManifestRequest) -> dict:
         self._latent_errors = []
@@ -303,6 +350,15 @@ class HoraDistill(PolicyAlgorithm):
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
         record = checkpoint.get("unilab", {}).get("teacher")
         return record if isinstance(record, dict) and "hparams" in record else None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        # Students saved before the actor was the student's own drove the teacher's actor: their actor is that one.
+        state = checkpoint.get("state_dict", {})
+        if not any(key.startswith("student.actor.") for key in state):
+            prefix = "student.teacher.actor."
+            for key in [key for key in state if key.startswith(prefix)]:
+                state["student.actor." + key[len(prefix) :]] = state[key]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

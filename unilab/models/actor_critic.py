@@ -76,12 +76,17 @@ class ActorCritic(nn.Module):
             raise ValueError("this policy has no privileged encoder; train a teacher with --profile hora")
         return self.encoder(self.privileged_normalizer(obs[self.privileged_group]))
 
-    def action_mean(self, obs: dict[str, torch.Tensor], latent: torch.Tensor | None = None) -> torch.Tensor:
-        """Deterministic action; a HORA policy uses ``latent`` if given, else z from the privileged group."""
+    def actor_input(self, obs: dict[str, torch.Tensor], latent: torch.Tensor | None = None) -> torch.Tensor:
+        """What the actor reads: the normalised actor obs, and for a HORA policy ``latent`` (default: the
+        privileged group's z) after it."""
         features = self.actor_normalizer(obs[self.actor_group])
         if self.encoder is not None:
             features = torch.cat([features, self.latent(obs) if latent is None else latent], dim=-1)
-        return self.actor(features)
+        return features
+
+    def action_mean(self, obs: dict[str, torch.Tensor], latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic action; a HORA policy uses ``latent`` if given, else z from the privileged group."""
+        return self.actor(self.actor_input(obs, latent))
 
     def distribution(self, obs: dict[str, torch.Tensor]) -> Normal:
         mean = self.action_mean(obs)

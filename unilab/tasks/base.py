@@ -23,6 +23,7 @@ from unilab.tasks.randomization import DomainRandomization, Randomizer
 
 log = logging.getLogger(__name__)
 ROTATE_LIMIT = 0.5
+ACTION_LIMIT = 1.0  # actions are clipped to +-ACTION_LIMIT before they move the joint targets
 MAX_JOINT_SPEED = 100.0  # rad/s: far above any servo-driven finger motion
 MAX_OBJECT_SPEED = 5.0  # m/s: a dropped object reaches about 3.5 m/s after falling 0.6 m
 
@@ -298,7 +299,7 @@ class InHandRotationEnv(GraspCacheMixin):
                 f"actions must have shape (num_envs, num_actions) = {(self.num_envs, self.num_actions)}, "
                 f"got {tuple(actions.shape)}"
             )
-        actions = actions.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
+        actions = actions.detach().to("cpu", torch.float32).clamp(-ACTION_LIMIT, ACTION_LIMIT)
         torch.clamp(self.targets + actions * self.action_scale, self.target_lower, self.target_upper, out=self.targets)
         np.copyto(self._ctrl, self.targets.numpy())
         self.backend.step(self._ctrl, self.external_object_force())
