@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from unilab.algos.hora import Student, TeacherSource, load_teacher
+from unilab.algos.hora import Student, TeacherSource, load_teacher, load_teacher_and_hparams
 from unilab.cli import main
 from unilab.data.record import Rollout
 from unilab.models.actor_critic import ActorCritic
@@ -134,6 +135,39 @@ def test_teacher_problems_fail_clearly(teachers, tmp_path):
         TeacherSource(algo_family="appo", log_root=str(tmp_path)).resolve("sharpa_inhand", "mujoco")
     with pytest.raises(ValueError, match="algo_family must be one of"):
         TeacherSource(algo_family="sac", log_root=str(tmp_path)).resolve("sharpa_inhand", "mujoco")
+
+
+def test_latent_probe_feeds_the_teacher_what_each_mode_says(teachers, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import hora_latent
+
+    path = TeacherSource(log_root=str(teachers / "logs")).resolve("sharpa_inhand", "mujoco")
+    teacher, hparams = load_teacher_and_hparams(path, DIMS, 22)
+    student = Student(teacher, "proprio_hist", 30, 49, 16)
+    old_student = {key: value for key, value in student.state_dict().items() if not key.startswith("actor.")}
+    torch.save(
+        {
+            "unilab": {"teacher": {"path": str(path), "hparams": hparams}},
+            "hyper_parameters": {"history_frames": 30, "history_group": "proprio_hist", "channels": 16},
+            "state_dict": {f"student.{key}": value for key, value in old_student.items()},
+        },
+        tmp_path / "student.ckpt",
+    )
+    loaded = hora_latent.load_student(tmp_path / "student.ckpt", DIMS, 22)
+    obs = observations(6)
+    torch.testing.assert_close(loaded.action_mean(obs), student.action_mean(obs))
+
+    probe = hora_latent.Probe(loaded, env=None, privileged_group="privileged")
+    privileged = obs["privileged"]
+    torch.testing.assert_close(probe.latent("keep", slice(0, 9), obs), teacher.latent(obs))
+    for mode, span, replaced in (("hide", slice(0, 3), slice(0, 3)), ("keep", slice(0, 3), slice(3, 9))):
+        expected = privileged.clone()
+        expected[:, replaced] = privileged[:, replaced].mean(dim=0)
+        torch.testing.assert_close(probe.latent(mode, span, obs), teacher.latent({**obs, "privileged": expected}))
+    assert hora_latent.parse_mode("hide:4", 9) == ("hide", slice(4, 5))
+    for nonsense in ("hide:3-1", "keep", "keep:0-9", "student:1", "zero"):
+        with pytest.raises(ValueError, match="not teacher, student, constant"):
+            hora_latent.parse_mode(nonsense, 9)
 
 
 def scalars(run: Path, tag: str) -> list[float]:

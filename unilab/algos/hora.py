@@ -162,6 +162,14 @@ class Student(nn.Module):
         return {"actions": mean, "action_mean": mean}
 
 
+def add_student_actor(state: dict[str, torch.Tensor], prefix: str = "student.") -> None:
+    """Give a student state dict saved before the student had its own actor (it drove the teacher's) that actor."""
+    if not any(key.startswith(f"{prefix}actor.") for key in state):
+        teachers = f"{prefix}teacher.actor."
+        for key in [key for key in state if key.startswith(teachers)]:
+            state[f"{prefix}actor.{key[len(teachers) :]}"] = state[key]
+
+
 class StudentExport(nn.Module):
     """What a robot runs: (current actor observation, 30-frame history) -> action."""
 
@@ -353,12 +361,7 @@ class HoraDistill(PolicyAlgorithm):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        # Students saved before the actor was the student's own drove the teacher's actor: their actor is that one.
-        state = checkpoint.get("state_dict", {})
-        if not any(key.startswith("student.actor.") for key in state):
-            prefix = "student.teacher.actor."
-            for key in [key for key in state if key.startswith(prefix)]:
-                state["student.actor." + key[len(prefix) :]] = state[key]
+        add_student_actor(checkpoint.get("state_dict", {}))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
