@@ -257,11 +257,23 @@ def test_a_student_without_the_action_loss_keeps_the_teachers_actor(teachers, sh
     old = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     for key in [key for key in old["state_dict"] if key.startswith("student.actor.")]:
         del old["state_dict"][key]
+    del old["hyper_parameters"]["action_loss_weight"]
     torch.save(old, tmp_path / "old_student.ckpt")
     cli = main(["validate", "--config", str(run / "config.yaml"), f"--ckpt_path={tmp_path / 'old_student.ckpt'}",
                 "--data.val_episodes=1"])  # fmt: skip
     restored = cli.model.student
     for mine, teachers_own in zip(restored.actor.parameters(), restored.teacher.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, teachers_own)
+    # Resumed from an older run's config (no action_loss_weight: today's default, > 0), it goes on as it was trained.
+    lines = (run / "config.yaml").read_text().splitlines(keepends=True)
+    older = [line for line in lines if line.strip() != "action_loss_weight: 0.0"]
+    assert len(older) == len(lines) - 1
+    (tmp_path / "old_config.yaml").write_text("".join(older))
+    cli = main(["fit", "--config", str(tmp_path / "old_config.yaml"), f"--ckpt_path={tmp_path / 'old_student.ckpt'}",
+                "--trainer.max_epochs=2"])  # fmt: skip
+    assert cli.model.hparams.action_loss_weight == 0 and cli.model.iteration == 6
+    resumed = cli.model.student
+    for mine, teachers_own in zip(resumed.actor.parameters(), resumed.teacher.actor.parameters(), strict=True):
         torch.testing.assert_close(mine, teachers_own)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from unilab.models.normalizer import RunningNormalizer
 from unilab.tasks.base import ACTION_LIMIT
 
 TEACHER_FAMILIES = ("ppo", "appo")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -162,12 +164,15 @@ class Student(nn.Module):
         return {"actions": mean, "action_mean": mean}
 
 
-def add_student_actor(state: dict[str, torch.Tensor], prefix: str = "student.") -> None:
-    """Give a student state dict saved before the student had its own actor (it drove the teacher's) that actor."""
-    if not any(key.startswith(f"{prefix}actor.") for key in state):
-        teachers = f"{prefix}teacher.actor."
-        for key in [key for key in state if key.startswith(teachers)]:
-            state[f"{prefix}actor.{key[len(teachers) :]}"] = state[key]
+def add_student_actor(state: dict[str, torch.Tensor], prefix: str = "student.") -> bool:
+    """Give a student state dict saved before the student had its own actor (it drove the teacher's) that actor;
+    True if it was such a state dict."""
+    if any(key.startswith(f"{prefix}actor.") for key in state):
+        return False
+    teachers = f"{prefix}teacher.actor."
+    for key in [key for key in state if key.startswith(teachers)]:
+        state[f"{prefix}actor.{key[len(teachers) :]}"] = state[key]
+    return True
 
 
 class StudentExport(nn.Module):
@@ -361,7 +366,11 @@ class HoraDistill(PolicyAlgorithm):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        add_student_actor(checkpoint.get("state_dict", {}))
+        if add_student_actor(checkpoint.get("state_dict", {})) and self.hparams.action_loss_weight > 0:
+            # Called before the optimiser is built: a resumed older student goes on as it was trained
+            log.warning("this student was trained with its teacher's actor frozen and goes on so: action_loss_weight 0")
+            self.hparams.action_loss_weight = 0.0
+            self.student.actor.requires_grad_(False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
