@@ -6,7 +6,8 @@ proprioceptive history and is trained with MSE(z_student, z_teacher). The studen
 its actor (a copy of the teacher's) during collection (DAgger-like), so it learns on the states it
 visits. With ``action_loss_weight`` > 0 that actor is fine-tuned too, towards the teacher's (clipped)
 actions on those states: the teacher's latent carries the object's position, which the history shows
-only in part, and the actor learns to act on what the student can know (docs/results.md, HORA student).
+only in part, and the actor learns to act on what the student can know (docs/results.md, "Why the
+student drops the cylinder").
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ class HoraDistill(PolicyAlgorithm):
             num_mini_batches: Minibatches per pass.
             action_loss_weight: Weight of MSE(student actions, teacher's clipped actions) beside the latent
                 MSE; > 0 also fine-tunes the student's copy of the actor, 0 keeps the teacher's actor frozen
-                (HORA as published). 1.0: docs/results.md, HORA student.
+                (HORA as published). 1.0: docs/results.md, "Why the student drops the cylinder".
         """
         super().__init__()
         check_groups(observation_dims, history_group)
