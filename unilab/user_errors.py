@@ -20,6 +20,13 @@ class CheckpointError(UnilabError, ValueError):
     """A ``ckpt_path`` that does not exist, is not a Lightning checkpoint, or was trained on another layout."""
 
 
+def refuse_invalid(checks: list[tuple[str, object, bool, str]], prefix: str = "model.") -> None:
+    """Raise for the first ``(name, value, valid, expected)`` that is not valid (or NaN), naming ``<prefix><name>``."""
+    for name, value, valid, expected in checks:
+        if not valid or value != value:  # value != value: NaN
+            raise ValueError(f"{prefix}{name} must be {expected}, got {value}")
+
+
 def check_checkpoint(path: Path) -> None:
     """Fail fast, naming the file, when ``path`` is missing or not a readable Lightning checkpoint."""
     if not path.is_file():

@@ -14,7 +14,7 @@ from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
 from unilab.prediction import record_trajectories
-from unilab.user_errors import CheckpointError
+from unilab.user_errors import CheckpointError, refuse_invalid
 
 
 def actor_critic_from(hparams: Mapping) -> ActorCritic:
@@ -94,13 +94,6 @@ def check_actor_critic_hparams(
     ]
     refuse_invalid(checks)
     check_optimizer(optimizer)
-
-
-def refuse_invalid(checks: list[tuple[str, object, bool, str]]) -> None:
-    """Raise for the first ``(name, value, valid, expected)`` that is not valid (or NaN), naming ``model.<name>``."""
-    for name, value, valid, expected in checks:
-        if not valid or value != value:  # value != value: NaN
-            raise ValueError(f"model.{name} must be {expected}, got {value}")
 
 
 def check_optimizer(optimizer) -> None:

@@ -24,13 +24,14 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups, check_optimizer, refuse_invalid
+from unilab.algos.base import PolicyAlgorithm, actor_critic_from, check_groups, check_optimizer
 from unilab.data.record import Rollout
 from unilab.data.rollout import ManifestRequest
 from unilab.models.actor_critic import ActorCritic
 from unilab.models.hora import AdaptationModule
 from unilab.models.normalizer import RunningNormalizer
 from unilab.tasks.base import ACTION_LIMIT
+from unilab.user_errors import refuse_invalid
 
 TEACHER_FAMILIES = ("ppo", "appo")
 log = logging.getLogger(__name__)

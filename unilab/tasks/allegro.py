@@ -8,6 +8,8 @@ with gravity-direction randomisation "below" means along that env's gravity.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from unilab.caches import CacheSource
@@ -17,6 +19,7 @@ from unilab.tasks.base import InHandRotationEnv
 from unilab.tasks.grasp import GraspCriteria
 from unilab.tasks.randomization import GRAVITY, DomainRandomization
 from unilab.tasks.registry import register_task
+from unilab.user_errors import refuse_invalid
 
 BALL = ObjectSpec(
     shape="sphere", size=(0.04,), mass=0.05, friction=(2.0, 0.05, 0.01), condim=6, pos=(0.012, -0.006, 0.105)
@@ -64,6 +67,13 @@ class AllegroInhandRotation(InHandRotationEnv):
             domain_randomization: Randomised terms (all off by default for Allegro).
             seed: Seed of resets, observation noise and cache generation.
         """
+        refuse_invalid(
+            [
+                ("impratio", impratio, 0 < impratio < math.inf, "> 0 and finite"),
+                ("noslip_iterations", noslip_iterations, noslip_iterations >= 0, ">= 0"),
+            ],
+            "data.env.",
+        )
         # Sparse constraint Jacobian: faster than MuJoCo's automatic (dense) choice here, same trajectory
         # (docs/results.md, "Allegro solver options"); Sharpa's scene is faster dense.
         physics = PhysicsOptions(

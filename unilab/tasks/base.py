@@ -8,6 +8,7 @@ a student select different groups.
 from __future__ import annotations
 
 import logging
+import math
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -20,6 +21,7 @@ from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scen
 from unilab.tasks import rewards as R
 from unilab.tasks.grasp_cache import GraspCacheMixin
 from unilab.tasks.randomization import DomainRandomization, Randomizer
+from unilab.user_errors import refuse_invalid
 
 log = logging.getLogger(__name__)
 ROTATE_LIMIT = 0.5
@@ -71,6 +73,16 @@ class InHandRotationEnv(GraspCacheMixin):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        finite = math.inf
+        refuse_invalid(
+            [
+                ("episode_length", episode_length, episode_length >= 1, ">= 1 (control steps)"),
+                ("action_scale", action_scale, 0 < action_scale < finite, "> 0 and finite (rad per unit action)"),
+                ("joint_noise", joint_noise, 0 <= joint_noise < finite, ">= 0 and finite"),
+                ("scale_list", list(object_scales), all(0 < s < finite for s in object_scales), "object scales > 0"),
+            ],
+            prefix="data.env.",
+        )
         unknown = set(reward_weights) - set(self.reward_term_names())
         if unknown:
             raise ValueError(f"unknown reward terms {sorted(unknown)}; valid: {self.reward_term_names()}")

@@ -23,6 +23,7 @@ from unilab.tasks.base import InHandRotationEnv
 from unilab.tasks.grasp import GraspCriteria
 from unilab.tasks.randomization import FULL_RANDOMIZATION, GRAVITY, DomainRandomization
 from unilab.tasks.registry import register_task
+from unilab.user_errors import refuse_invalid
 
 SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 PHYSICS = PhysicsOptions(timestep=1.0 / 240.0, substeps=12, cone="elliptic", impratio=1.0, floor_z=0.0)
@@ -95,6 +96,8 @@ class SharpaInhandRotation(InHandRotationEnv):
         scale_list = list(SCALES) if scale_list is None else scale_list
         if not scale_list:
             raise ValueError("scale_list must name at least one object scale, e.g. [1.0]")
+        probability = tactile_latency_probability
+        refuse_invalid([("tactile_latency_probability", probability, 0 <= probability <= 1, "in [0, 1]")], "data.env.")
         self.cache_prefix = cache_prefix
         self.tactile_latency_probability = tactile_latency_probability
         obj = replace(CYLINDER, pos=pad_centroid(PHYSICS))
