@@ -227,3 +227,18 @@ def test_extreme_masses_and_scales_under_full_randomisation_never_diverge(extrem
         env.step(torch.rand(32, 22, generator=generator) * 2 - 1)
         assert not env.last_breakdowns.any(), "an env's physics broke down"
     assert env.nan_resets == 0
+
+
+def test_privileged_position_noise_reaches_the_encoder_input_only(sharpa_cache):
+    exact, noisy = make(sharpa_cache, num_envs=64), make(sharpa_cache, num_envs=64, privileged_position_noise=0.004)
+    for env in (exact, noisy):
+        env.reset(seed=3)
+        obs = env.step(torch.zeros(env.num_envs, env.num_actions)).obs
+        critic_privileged = obs["critic"][:, -env.privileged_dim :]
+        offset = obs["privileged"] - critic_privileged
+        if env is exact:
+            assert torch.equal(offset, torch.zeros_like(offset))
+        else:
+            assert torch.equal(offset[:, 3:], torch.zeros_like(offset[:, 3:]))  # physics and scale stay exact
+            assert 0.003 < offset[:, :3].std() < 0.005  # 192 draws of N(0, 0.004^2)
+            torch.testing.assert_close(critic_privileged, env.privileged())  # the critic reads the exact position

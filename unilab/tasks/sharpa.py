@@ -9,6 +9,7 @@ Observation groups: ``policy`` (3 x 49), ``critic`` (policy + privileged), ``pri
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import mujoco
@@ -75,6 +76,7 @@ class SharpaInhandRotation(InHandRotationEnv):
         action_scale: float = 1.0 / 24.0,
         joint_noise: float = 0.02,
         tactile_latency_probability: float = 0.005,
+        privileged_position_noise: float = 0.0,
         seed: int = 0,
     ) -> None:
         """
@@ -91,13 +93,24 @@ class SharpaInhandRotation(InHandRotationEnv):
             action_scale: Delta-target gain (rad per unit action).
             joint_noise: Half-width of uniform noise on the normalised joint observations.
             tactile_latency_probability: Per finger and step, probability that the previous reading is held.
+            privileged_position_noise: Std (m) of Gaussian noise, drawn every step, on the object position in
+                the ``privileged`` group (a HORA teacher's encoder input); the critic's copy stays exact. A
+                teacher trained so leans less on a position its student can only estimate (docs/results.md,
+                "Why the student drops the cylinder").
             seed: Seed of resets, noise, randomisation and cache generation.
         """
         scale_list = list(SCALES) if scale_list is None else scale_list
         if not scale_list:
             raise ValueError("scale_list must name at least one object scale, e.g. [1.0]")
-        probability = tactile_latency_probability
-        refuse_invalid([("tactile_latency_probability", probability, 0 <= probability <= 1, "in [0, 1]")], "data.env.")
+        probability, position_noise = tactile_latency_probability, privileged_position_noise
+        refuse_invalid(
+            [
+                ("tactile_latency_probability", probability, 0 <= probability <= 1, "in [0, 1]"),
+                ("privileged_position_noise", position_noise, 0 <= position_noise < math.inf, ">= 0 and finite (m)"),
+            ],
+            "data.env.",
+        )
+        self.privileged_position_noise = privileged_position_noise
         self.cache_prefix = cache_prefix
         self.tactile_latency_probability = tactile_latency_probability
         obj = replace(CYLINDER, pos=pad_centroid(PHYSICS))
@@ -211,10 +224,15 @@ class SharpaInhandRotation(InHandRotationEnv):
     def observations(self) -> dict[str, torch.Tensor]:
         policy = self.history[:, -self.policy_frames :].flatten(1)
         privileged = self.privileged()
+        encoder_input = privileged
+        if self.privileged_position_noise > 0:
+            encoder_input = privileged.clone()
+            noise = torch.randn(privileged.shape[0], 3, generator=self.generator) * self.privileged_position_noise
+            encoder_input[:, :3] += noise
         return {
             "policy": policy,
             "critic": torch.cat([policy, privileged], dim=-1),
-            "privileged": privileged,
+            "privileged": encoder_input,
             "proprio_hist": self.history.flatten(1),
         }
 
