@@ -104,14 +104,14 @@ def test_seeded_fits_are_reproducible(tmp_path, monkeypatch, cache_dir):
         ("--model.lr_factor=0.9", "model.lr_factor must be > 1, got 0.9"),
         ("--model.kl_band=[2.0, 0.5]", "model.kl_band must be (low, high), 0 < low <= 1 <= high, got (2.0, 0.5)"),
         ("--model.optimizer.init_args.lr=-1", "model.optimizer: Invalid learning rate: -1"),
-        ("--data.env.episode_length=0", "data.env.episode_length must be >= 1 (control steps), got 0"),
+        ("--data.env.episode_length=0", "env.episode_length must be >= 1 (control steps), got 0"),
         (
             "--data.env.action_scale=-0.1",
-            "data.env.action_scale must be > 0 and finite (rad per unit action), got -0.1",
+            "env.action_scale must be > 0 and finite (rad per unit action), got -0.1",
         ),
-        ("--data.env.joint_noise=-1", "data.env.joint_noise must be >= 0 and finite, got -1"),
-        ("--data.env.impratio=0", "data.env.impratio must be > 0 and finite, got 0"),
-        ("--data.env.noslip_iterations=-2", "data.env.noslip_iterations must be >= 0, got -2"),
+        ("--data.env.joint_noise=-1", "env.joint_noise must be >= 0 and finite, got -1"),
+        ("--data.env.impratio=0", "env.impratio must be > 0 and finite, got 0"),
+        ("--data.env.noslip_iterations=-2", "env.noslip_iterations must be >= 0, got -2"),
     ],
 )
 def test_nonsense_hyperparameters_stop_before_a_run_folder_is_made(
@@ -187,6 +187,11 @@ def test_collect_refuses_a_count_below_one_and_writes_nothing(tmp_path, monkeypa
     with pytest.raises(SystemExit):
         main(["collect", "--config", str(config), "--count=0", f"--output={tmp_path / 'empty.npy'}"])
     assert '"count"' in capsys.readouterr().err and not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collect", "--config", str(config), "--env.episode_length=0", f"--output={tmp_path / 'bad.npy'}"])
+    assert exit_info.value.code == 2 and not list(tmp_path.iterdir())
+    err = capsys.readouterr().err
+    assert "error: env.episode_length must be >= 1 (control steps), got 0\n(raised at unilab/tasks/base.py:" in err
 
 
 ROUTE = ["--algo", "ppo", "--task", "allegro_inhand", "--sim", "mujoco"]

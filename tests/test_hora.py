@@ -284,11 +284,11 @@ def test_a_student_without_the_action_loss_keeps_the_teachers_actor(teachers, sh
         ("--model.num_learning_epochs=0", "model.num_learning_epochs must be >= 1, got 0"),
         ("--model.history_frames=10", "model.history_frames must be >= 17, got 10"),
         ("--model.optimizer.init_args.lr=-1", "model.optimizer: Invalid learning rate: -1"),
-        ("--data.env.tactile_latency_probability=2", "data.env.tactile_latency_probability must be in [0, 1], got 2"),
-        ("--data.env.scale_list=[1.0, -0.5]", "data.env.scale_list must be object scales > 0, got [1.0, -0.5]"),
+        ("--data.env.tactile_latency_probability=2", "env.tactile_latency_probability must be in [0, 1], got 2"),
+        ("--data.env.scale_list=[1.0, -0.5]", "env.scale_list must be object scales > 0, got [1.0, -0.5]"),
         (
             "--data.env.privileged_position_noise=-0.01",
-            "data.env.privileged_position_noise must be >= 0 and finite (m), got -0.01",
+            "env.privileged_position_noise must be >= 0 and finite (m), got -0.01",
         ),
     ],
 )

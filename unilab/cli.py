@@ -237,7 +237,8 @@ def collect(
     """
     from unilab.tasks.grasp import GraspProgressBar
 
-    task = env(1)
+    with concise_user_errors():  # building the task checks its settings
+        task = env(1)
     task.rng = np.random.default_rng(seed)
     path = Path(output) if output else task.cache_source.directory() / task.cache_files(count)[0][1]
     with GraspProgressBar(count, f"{task.task_name}_grasp") as bar:

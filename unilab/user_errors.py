@@ -73,13 +73,17 @@ def exception_chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def raise_site(error: BaseException) -> str | None:
-    """``unilab/<module>.py:<line>`` where ``error`` was raised, or None when that was outside unilab."""
+    """``unilab/<module>.py:<line>`` where ``error`` was raised, or None when that was outside unilab.
+
+    A check raised by a helper of this module (``refuse_invalid``) is placed at the helper's caller.
+    """
+    frames = []
     trace = error.__traceback__
-    while trace is not None and trace.tb_next is not None:
+    while trace is not None:
+        frames.append((Path(trace.tb_frame.f_code.co_filename).resolve(), trace.tb_lineno))
         trace = trace.tb_next
-    if trace is None:
+    if not frames or not frames[-1][0].is_relative_to(PACKAGE_DIR):
         return None
-    file = Path(trace.tb_frame.f_code.co_filename).resolve()
-    if not file.is_relative_to(PACKAGE_DIR):
-        return None
-    return f"{file.relative_to(PACKAGE_DIR.parent)}:{trace.tb_lineno}"
+    this_module = Path(__file__).resolve()
+    file, line = next(((f, n) for f, n in reversed(frames) if f != this_module), frames[-1])
+    return f"{file.relative_to(PACKAGE_DIR.parent)}:{line}"

@@ -72,7 +72,7 @@ class AllegroInhandRotation(InHandRotationEnv):
                 ("impratio", impratio, 0 < impratio < math.inf, "> 0 and finite"),
                 ("noslip_iterations", noslip_iterations, noslip_iterations >= 0, ">= 0"),
             ],
-            "data.env.",
+            "env.",
         )
         # Sparse constraint Jacobian: faster than MuJoCo's automatic (dense) choice here, same trajectory
         # (docs/results.md, "Allegro solver options"); Sharpa's scene is faster dense.

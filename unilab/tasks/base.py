@@ -81,7 +81,7 @@ class InHandRotationEnv(GraspCacheMixin):
                 ("joint_noise", joint_noise, 0 <= joint_noise < finite, ">= 0 and finite"),
                 ("scale_list", list(object_scales), all(0 < s < finite for s in object_scales), "object scales > 0"),
             ],
-            prefix="data.env.",
+            prefix="env.",
         )
         unknown = set(reward_weights) - set(self.reward_term_names())
         if unknown:

@@ -108,7 +108,7 @@ class SharpaInhandRotation(InHandRotationEnv):
                 ("tactile_latency_probability", probability, 0 <= probability <= 1, "in [0, 1]"),
                 ("privileged_position_noise", position_noise, 0 <= position_noise < math.inf, ">= 0 and finite (m)"),
             ],
-            "data.env.",
+            "env.",
         )
         self.privileged_position_noise = privileged_position_noise
         self.cache_prefix = cache_prefix
