@@ -296,7 +296,8 @@ class HoraDistill(PolicyAlgorithm):
         weight = hp.action_loss_weight
         with torch.no_grad():
             target = self.policy.latent(obs)
-            target_actions = self.policy.action_mean(obs, latent=target).clamp(-ACTION_LIMIT, ACTION_LIMIT)
+            if weight > 0:
+                target_actions = self.policy.action_mean(obs, latent=target).clamp(-ACTION_LIMIT, ACTION_LIMIT)
         batch_size = history.shape[0]
         minibatch = batch_size // hp.num_mini_batches
         losses, action_losses = [], []
