@@ -73,13 +73,13 @@ class InHandRotationEnv(GraspCacheMixin):
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        finite = math.inf
+        positive = [s > 0 and math.isfinite(s) for s in object_scales]
         refuse_invalid(
             [
                 ("episode_length", episode_length, episode_length >= 1, ">= 1 (control steps)"),
-                ("action_scale", action_scale, 0 < action_scale < finite, "> 0 and finite (rad per unit action)"),
-                ("joint_noise", joint_noise, 0 <= joint_noise < finite, ">= 0 and finite"),
-                ("scale_list", list(object_scales), all(0 < s < finite for s in object_scales), "object scales > 0"),
+                ("action_scale", action_scale, 0 < action_scale < math.inf, "> 0 and finite (rad per unit action)"),
+                ("joint_noise", joint_noise, 0 <= joint_noise < math.inf, ">= 0 and finite"),
+                ("scale_list", list(object_scales), all(positive), "object scales > 0"),
             ],
             prefix="env.",
         )
