@@ -207,6 +207,29 @@ def extreme_scale_caches(tmp_path_factory):
     return directory
 
 
+def test_drop_rates_are_logged_per_object_scale(extreme_scale_caches):
+    env = SharpaInhandRotation(
+        num_envs=4,
+        num_threads=2,
+        scale_list=[0.8, 1.6],
+        cache=CacheSource(cache_dir=str(extreme_scale_caches), generate_count=0),
+        domain_randomization=DomainRandomization(),
+    )
+    env.reset(seed=0)
+    env.episode_step[:] = torch.tensor([0, 0, env.episode_length - 1, env.episode_length - 1])
+    qpos = env.backend.qpos.copy()
+    qpos[:2, env.layout.object_qpos + 2] -= 0.10  # the 0.8 cylinders, 10 cm below the band: dropped next step
+    env.backend.reset(np.arange(2), qpos[:2], np.zeros((2, env.backend.nv)))
+    step = env.step(torch.zeros(4, 22))
+    assert step.terminated.tolist() == [True, True, False, False]
+    assert step.truncated.tolist() == [False, False, True, True]
+    metrics = env.pop_metrics()
+    assert metrics["drop_rate_by_scale/0.8"] == 1.0 and metrics["drop_rate_by_scale/1.6"] == 0.0
+    assert metrics["episode/drop_rate"] == 0.5
+    env.step(torch.zeros(4, 22))
+    assert not any(key.startswith("drop_rate_by_scale/") for key in env.pop_metrics())  # no episode ended
+
+
 @pytest.mark.parametrize("mass", [0.01, 0.25])
 def test_extreme_masses_and_scales_under_full_randomisation_never_diverge(extreme_scale_caches, mass):
     from dataclasses import replace

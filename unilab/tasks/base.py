@@ -174,7 +174,7 @@ class InHandRotationEnv(GraspCacheMixin):
         self._step_metrics: dict[str, float] = {}
         self._metric_sums: dict[str, float] = {}
         self._metric_counts: dict[str, int] = {}
-        self._finished: dict[str, list[float]] = {"length": [], "rotation_speed": [], "dropped": []}
+        self._finished: dict[str, list[float]] = {"length": [], "rotation_speed": [], "dropped": [], "scale": []}
         self.nan_resets = 0
         self.last_breakdowns = torch.zeros(n, dtype=torch.bool)
         """(N,) envs whose physics broke down in the last step (reset and counted in ``nan_resets``)."""
@@ -395,9 +395,22 @@ class InHandRotationEnv(GraspCacheMixin):
         self._finished["length"] += steps.tolist()
         self._finished["rotation_speed"] += (self.episode_rotation[done_ids] / (steps * self.ctrl_dt)).tolist()
         self._finished["dropped"] += dropped[done_ids].float().tolist()
+        self._finished["scale"] += self.env_scale[done_ids].tolist()
+
+    def _drop_rates_by_scale(self) -> dict[str, float]:
+        """``drop_rate_by_scale/<scale>`` of the episodes finished since the last call, for the scales that had any
+        (the smallest cylinders are the hardest to keep: docs/results.md)."""
+        scales = len(self.object_scales)
+        episodes = np.bincount(self._finished["scale"], minlength=scales)
+        drops = np.bincount(self._finished["scale"], weights=self._finished["dropped"], minlength=scales)
+        return {
+            f"drop_rate_by_scale/{self.object_scales[i]:g}": float(drops[i] / episodes[i])
+            for i in np.flatnonzero(episodes)
+        }
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means since the last call: ``reward/<term>``, finished-episode stats and counters."""
+        """Means since the last call: ``reward/<term>``, finished-episode stats (with several object scales, the
+        drop rate per scale too) and counters."""
         metrics = {k: v / self._metric_counts[k] for k, v in self._metric_sums.items()}
         metrics["env/nan_resets"] = float(self.nan_resets)
         metrics["env/rotation_speed_now"] = self.object_angvel[:, 2].mean().item()
@@ -406,6 +419,8 @@ class InHandRotationEnv(GraspCacheMixin):
             metrics["episode/rotation_speed"] = float(np.mean(self._finished["rotation_speed"]))
             metrics["episode/drop_rate"] = float(np.mean(self._finished["dropped"]))
             metrics["episode/count"] = float(len(self._finished["length"]))
+            if len(self.object_scales) > 1:
+                metrics |= self._drop_rates_by_scale()
         self._metric_sums, self._metric_counts = {}, {}
         self._finished = {key: [] for key in self._finished}
         return metrics
