@@ -1,7 +1,8 @@
 """End-to-end training throughput: env-steps/s a fit actually trains on, per algorithm (JSON).
 
-Runs each algorithm's default config in-process (no logger, no checkpoints) for ``--iterations``
-learner steps and times the env steps trained on after ``--warmup`` steps, by wall clock, so the
+Runs each algorithm's default config in-process (no logger, no checkpoints), at the precision ``train``
+picks unless ``--trainer.precision`` is given (bf16-mixed where the CPU multiplies bfloat16 natively), for
+``--iterations`` learner steps and times the env steps trained on after ``--warmup`` steps, by wall clock, so the
 synchronous (PPO) and asynchronous (APPO) paths are measured the same way. Several algorithms in
 one run are measured one after the other with the same num_envs and threads:
 
@@ -36,6 +37,7 @@ import lightning as L
 import torch
 from env_throughput import measure as measure_env_and_physics  # sibling script (benchmarks/ is on sys.path)
 
+from unilab.cli import default_precision
 from unilab.cpu_share import default_num_threads
 from unilab.data.async_rollout import AsyncRolloutDataModule
 
@@ -161,6 +163,17 @@ def measure(
     return result
 
 
+def precision_of(overrides: list[str]) -> str:
+    """The ``--trainer.precision`` that ``overrides`` set last (Lightning's ``32-true`` if none)."""
+    value = "32-true"
+    for index, argument in enumerate(overrides):
+        if argument == "--trainer.precision" and index + 1 < len(overrides):
+            value = overrides[index + 1]
+        elif argument.startswith("--trainer.precision="):
+            value = argument.split("=", 1)[1]
+    return value
+
+
 def overrides_for(algo: str, overrides: list[str]) -> list[str]:
     """The config arguments meant for ``algo``: unprefixed ones and those prefixed ``<algo>:``."""
     chosen = []
@@ -186,6 +199,9 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    # What `train` picks when none is given (bfloat16 where the CPU multiplies it natively), not Lightning's 32;
+    # a --trainer.precision given on the command line comes later and wins
+    overrides = [f"--trainer.precision={default_precision(None)}", *overrides]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     algos = args.algo.split(",")
     cores = default_num_threads()
@@ -195,6 +211,7 @@ def main() -> None:
     setting = (args.task, args.sim, args.num_envs, args.iterations, args.warmup, args.threads)
     rounds = [[measure(algo, *setting, overrides_for(algo, overrides)) for algo in algos] for _ in range(args.repeats)]
     summary = {"task": args.task, "sim": args.sim, "num_envs": args.num_envs, "threads": args.threads, "cores": cores}
+    summary["precision"] = {algo: precision_of(overrides_for(algo, overrides)) for algo in algos}
     summary["raw_physics_ceiling_steps_per_second"] = ceiling
     rate = "env_steps_per_second"
     for results in rounds:
