@@ -455,3 +455,21 @@ def test_learning_benchmark_stops_at_its_env_step_budget_and_reports_both_checkp
     assert report["last"]["overall"]["episodes"] == 4 and "RotR" in report["best"]["overall"]
     image = Image.open(tmp_path / report["curves_png"])
     assert image.format == "PNG" and image.size[0] > image.size[1]
+
+
+def test_closed_loop_benchmark_runs_a_checkpoint_frozen_and_writes_nothing(tmp_path, monkeypatch, cache_dir):
+    monkeypatch.chdir(tmp_path)
+    main(["train", *ROUTE, *tiny_overrides(cache_dir)])
+    (run,) = run_dirs(tmp_path)
+    before = {path.relative_to(run): path.stat().st_mtime_ns for path in run.rglob("*")}
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "closed_loop.py"), *ROUTE, "--load-run", "-1",
+        "--env-steps", "200", "--data.env.episode_length=20",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["checkpoint"] == str(run / "checkpoints" / "last.ckpt") and report["warmup_control_steps"] == 20
+    assert 200 <= report["env_steps"] < 200 + 4 * 8  # whole rollouts of horizon 4 x 8 envs
+    assert report["overall"]["episodes"] == sum(row["episodes"] for row in report["per_scale"].values()) > 0
+    assert {path.relative_to(run): path.stat().st_mtime_ns for path in run.rglob("*")} == before
