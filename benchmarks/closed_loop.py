@@ -20,7 +20,6 @@ import json
 import os
 import time
 
-import lightning as L
 import torch
 import yaml
 
@@ -34,18 +33,12 @@ KEYS = ("seed_everything", "trainer", "model", "data", "optimizer", "lr_schedule
 
 def frozen_cli(run, checkpoint, overrides: list[str]):
     """The run's model and data module, weights restored from ``checkpoint`` by a short ``validate``."""
-    from unilab.cli import UnilabCLI
+    from unilab.cli import built_cli
 
     # The fit's config less the fit subcommand's own keys (ckpt_path, weights_only): this builds without one
     config = {key: value for key, value in yaml.safe_load((run / "config.yaml").read_text()).items() if key in KEYS}
-    cli = UnilabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        save_config_callback=None,
-        args=[
+    cli = built_cli(
+        [
             f"--config={yaml.safe_dump(config)}",
             "--trainer.logger=false",
             "--trainer.enable_checkpointing=false",
@@ -53,7 +46,7 @@ def frozen_cli(run, checkpoint, overrides: list[str]):
             "--trainer.enable_model_summary=false",
             "--data.val_episodes=1",
             *overrides,
-        ],
+        ]
     )
     # Nothing of the run may be rewritten: keep Lightning's own callbacks only
     cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not type(c).__module__.startswith("unilab")]

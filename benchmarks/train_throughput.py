@@ -82,19 +82,10 @@ class PerfRecorder(L.Callback):
 
 def composed_cli(algo: str, task: str, sim: str, arguments: list[str], trainer_defaults: dict | None = None):
     """The model, data module and trainer that ``train --algo --task --sim`` composes, built but not run."""
-    from unilab.cli import UnilabCLI
+    from unilab.cli import built_cli
     from unilab.router import compose, config_args
 
-    return UnilabCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        run=False,
-        save_config_callback=None,
-        trainer_defaults=trainer_defaults or {},
-        args=[*config_args(compose(algo, task, sim, None)), *arguments],
-    )
+    return built_cli([*config_args(compose(algo, task, sim, None)), *arguments], trainer_defaults)
 
 
 def measure(

@@ -261,6 +261,21 @@ def collect_main(args: list[str]) -> Path:
     return collect(**{k: v for k, v in vars(init).items() if k != "config"})
 
 
+def built_cli(args: list[str], trainer_defaults: dict | None = None) -> UnilabCLI:
+    """The model, data module and trainer that ``args`` (configs and flags, no subcommand) compose, built but not
+    run: for benchmarks that drive them themselves."""
+    return UnilabCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        save_config_callback=None,
+        trainer_defaults=trainer_defaults or {},
+        args=args,
+    )
+
+
 def train() -> None:
     """Console script ``train`` (same as ``python -m unilab train``)."""
     _route_script("train")
