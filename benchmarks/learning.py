@@ -6,7 +6,9 @@ override) plus a budget. The fit stops at ``--env-steps`` (and ``--minutes`` if 
 task's evaluation manifest: envs spread over the object scales in contiguous blocks, policy mean, full
 domain randomisation). For a HORA student the teacher it was distilled from is evaluated on the same
 manifest and the student/teacher ratios are reported. The learning curves (episode length,
-``reward/rotate``, rotation speed and drop rate against env-steps) are drawn into ``<run>/learning_curves.png``.
+``reward/rotate``, rotation speed and drop rate against env-steps) are drawn into ``<run>/learning_curves.png``;
+the fit's own drop rate over its last 10 % of env-steps, overall and per object scale, is reported beside the
+manifest's (``training_tail_drop_rate``).
 
     python benchmarks/learning.py --algo ppo --task sharpa_inhand --profile hora --env-steps 8200000
     python benchmarks/learning.py --algo ppo --task allegro_inhand --env-steps 2000000 --seed_everything 1
@@ -76,6 +78,7 @@ def main() -> None:
             result[which] = evaluate(unilab, route, run, which, args.episodes)
     if args.algo == "hora_distill":
         result["teacher"], result["student_over_teacher"] = teacher_figures(unilab, cli.model, args, result)
+    result["training_tail_drop_rate"] = training_tail_drop_rates(run)
     result["curves_png"] = str(draw_curves(run))
     print(json.dumps(result))
 
@@ -104,8 +107,8 @@ def teacher_figures(unilab, student, args, result: dict) -> tuple[dict, dict]:
     return {"checkpoint": str(teacher_path), **teacher}, ratios
 
 
-def read_curves(run: Path) -> dict[str, list[tuple[float, float]]]:
-    """(env-steps, value) pairs of each curve from the run's TensorBoard events."""
+def read_curves(run: Path, wanted=lambda tag: tag in dict(CURVES)) -> dict[str, list[tuple[float, float]]]:
+    """(env-steps, value) pairs of each scalar the ``wanted`` predicate picks (the curves drawn by default)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run), size_guidance={"scalars": 0})
@@ -115,11 +118,22 @@ def read_curves(run: Path) -> dict[str, list[tuple[float, float]]]:
         return {}
     steps = {event.step: event.value for event in events.Scalars("perf/env_steps")}
     curves = {}
-    for tag, _ in CURVES:
-        if tag in tags:  # a resumed run logs again the steps after its last checkpoint: keep the newest of each
-            newest = {event.step: event.value for event in events.Scalars(tag) if event.step in steps}
-            curves[tag] = [(steps[step], newest[step]) for step in sorted(newest)]
+    for tag in filter(wanted, tags):  # a resumed run logs again the steps after its last checkpoint: keep the newest
+        newest = {event.step: event.value for event in events.Scalars(tag) if event.step in steps}
+        curves[tag] = [(steps[step], newest[step]) for step in sorted(newest)]
     return curves
+
+
+def training_tail_drop_rates(run: Path, fraction: float = 0.1) -> dict[str, float]:
+    """The fit's own drop rate over its last ``fraction`` of env-steps, overall and per object scale (means of the
+    logged iterations). The fit's policy changed after every rollout; the manifest's rows are the frozen one's."""
+    curves = read_curves(run, lambda tag: tag == "episode/drop_rate" or tag.startswith("drop_rate_by_scale/"))
+    if not curves:
+        return {}
+    end = max(x for points in curves.values() for x, _ in points)
+    tail = {tag: [y for x, y in points if x >= (1.0 - fraction) * end] for tag, points in curves.items()}
+    names = {tag: "overall" if tag == "episode/drop_rate" else tag.split("/", 1)[1] for tag in tail}
+    return {names[tag]: round(float(np.mean(values)), 4) for tag, values in tail.items() if values}
 
 
 def binned_means(points: list[tuple[float, float]], bins: int = 60) -> list[tuple[float, float]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from learning import binned_means, read_curves  # noqa: E402
+from learning import binned_means, read_curves, training_tail_drop_rates  # noqa: E402
 
 
 def write_events(folder: Path, steps: range, length: float, name: str) -> None:
@@ -34,3 +34,15 @@ def test_binned_means_average_each_window():
     points = [(0.0, 1.0), (1.0, 3.0), (9.0, 10.0), (10.0, 20.0)]
     assert binned_means(points, bins=2) == [(0.5, 2.0), (9.5, 15.0)]
     assert binned_means(points, bins=2)[0][1] == pytest.approx(2.0)
+
+
+def test_the_training_tail_averages_the_last_tenth_of_env_steps_per_scale(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(20):  # env-steps 100 ... 2000; the last tenth is 1800 and later: steps 17, 18, 19
+        writer.add_scalar("perf/env_steps", 100.0 * (step + 1), step)
+        writer.add_scalar("episode/drop_rate", 1.0 if step < 17 else 0.1 * (step - 16), step)
+        writer.add_scalar("drop_rate_by_scale/0.8", 0.5, step)
+    writer.close()
+    assert training_tail_drop_rates(tmp_path) == {"overall": 0.2, "0.8": 0.5}
