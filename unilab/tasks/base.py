@@ -19,6 +19,7 @@ from unilab.sim import contiguous_assignment, make_backend
 from unilab.sim.hand_spec import HandSpec
 from unilab.sim.scene import ObjectSpec, PhysicsOptions, SceneLayout, build_scene
 from unilab.tasks import rewards as R
+from unilab.tasks.env_metrics import EnvMetrics
 from unilab.tasks.grasp_cache import GraspCacheMixin
 from unilab.tasks.randomization import DomainRandomization, Randomizer
 from unilab.user_errors import refuse_invalid
@@ -171,10 +172,7 @@ class InHandRotationEnv(GraspCacheMixin):
         self.steps_since_reset = torch.zeros(n, dtype=torch.long)
         self.episode_rotation = zeros(n)
         self._ctrl = np.zeros((n, j))
-        self._step_metrics: dict[str, float] = {}
-        self._metric_sums: dict[str, float] = {}
-        self._metric_counts: dict[str, int] = {}
-        self._finished: dict[str, list[float]] = {"length": [], "rotation_speed": [], "dropped": [], "scale": []}
+        self.metrics = EnvMetrics(self.object_scales)
         self.nan_resets = 0
         self.last_breakdowns = torch.zeros(n, dtype=torch.bool)
         """(N,) envs whose physics broke down in the last step (reset and counted in ``nan_resets``)."""
@@ -369,7 +367,7 @@ class InHandRotationEnv(GraspCacheMixin):
         step_means = {"reward/total": reward.mean().item()}
         if good.any():  # a step in which every env broke down has no term to average
             step_means |= {f"reward/{k}": v[good].mean().item() for k, v in terms.items()}
-        self._accumulate(step_means)
+        self.metrics.add_step(step_means)
         return EnvStep(obs, reward, dropped, truncated, final_obs, kinematics)
 
     def _sanitize(self, bad: torch.Tensor) -> None:
@@ -385,42 +383,15 @@ class InHandRotationEnv(GraspCacheMixin):
             tensor[bad] = 0.0
 
     # Metrics -----------------------------------------------------------------------------------
-    def _accumulate(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
-            self._metric_counts[key] = self._metric_counts.get(key, 0) + 1
-
     def _record_episodes(self, done_ids: torch.Tensor, dropped: torch.Tensor) -> None:
         steps = self.steps_since_reset[done_ids].float()
-        self._finished["length"] += steps.tolist()
-        self._finished["rotation_speed"] += (self.episode_rotation[done_ids] / (steps * self.ctrl_dt)).tolist()
-        self._finished["dropped"] += dropped[done_ids].float().tolist()
-        self._finished["scale"] += self.env_scale[done_ids].tolist()
-
-    def _drop_rates_by_scale(self) -> dict[str, float]:
-        """``drop_rate_by_scale/<scale>`` of the episodes finished since the last call, for the scales that had any
-        (the smallest cylinders are the hardest to keep: docs/results.md)."""
-        scales = len(self.object_scales)
-        episodes = np.bincount(self._finished["scale"], minlength=scales)
-        drops = np.bincount(self._finished["scale"], weights=self._finished["dropped"], minlength=scales)
-        return {
-            f"drop_rate_by_scale/{self.object_scales[i]:g}": float(drops[i] / episodes[i])
-            for i in np.flatnonzero(episodes)
-        }
+        speed = self.episode_rotation[done_ids] / (steps * self.ctrl_dt)
+        self.metrics.add_episodes(steps, speed, dropped[done_ids], self.env_scale[done_ids])
 
     def pop_metrics(self) -> dict[str, float]:
-        """Means since the last call: ``reward/<term>``, finished-episode stats (with several object scales, the
-        drop rate per scale too) and counters."""
-        metrics = {k: v / self._metric_counts[k] for k, v in self._metric_sums.items()}
+        """Means since the last call: ``reward/<term>``, finished-episode figures (``unilab.tasks.env_metrics``) and
+        counters."""
+        metrics = self.metrics.pop()
         metrics["env/nan_resets"] = float(self.nan_resets)
         metrics["env/rotation_speed_now"] = self.object_angvel[:, 2].mean().item()
-        if self._finished["length"]:
-            metrics["episode/length"] = float(np.mean(self._finished["length"]))
-            metrics["episode/rotation_speed"] = float(np.mean(self._finished["rotation_speed"]))
-            metrics["episode/drop_rate"] = float(np.mean(self._finished["dropped"]))
-            metrics["episode/count"] = float(len(self._finished["length"]))
-            if len(self.object_scales) > 1:
-                metrics |= self._drop_rates_by_scale()
-        self._metric_sums, self._metric_counts = {}, {}
-        self._finished = {key: [] for key in self._finished}
         return metrics
