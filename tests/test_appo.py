@@ -338,8 +338,13 @@ def test_ctrl_c_on_appo_stops_quietly_and_keeps_the_run(tmp_path, cache_dir):
     command = [sys.executable, "-m", "unilab", *appo_args(cache_dir, "--trainer.max_epochs=1000")]
     log = tmp_path / "appo.log"
     with open(log, "wb") as output:
-        process = subprocess.Popen(
-            command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        process = subprocess.Popen(  # SIGINT as Ctrl-C even if this test run was started with it ignored
+            command,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         deadline = time.time() + 120

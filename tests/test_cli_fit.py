@@ -253,10 +253,18 @@ def test_resume_keeps_the_runs_provenance(tmp_path, monkeypatch, cache_dir):
     assert "--resume" in meta["sessions"][2]["command"] or "--ckpt_path" in " ".join(meta["sessions"][2]["command"])
 
 
+def take_ctrl_c() -> None:
+    """In a child before it execs: SIGINT back to its default, so the child's Python takes it as Ctrl-C even if
+    this test run was started with SIGINT ignored (as a script's background job is), which children inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def signal_a_running_fit(tmp_path: Path, cache_dir: Path, signal_number: int) -> list[str]:
     """Start an endless tiny fit, let it save a checkpoint and get into a later iteration, then signal it."""
     command = [sys.executable, "-m", "unilab", *fit_args(cache_dir, "--trainer.max_epochs=1000")]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=take_ctrl_c
+    )
     try:
         deadline = time.time() + 120
         while not list(tmp_path.glob("logs/ppo/*/*/checkpoints/last.ckpt")) and time.time() < deadline:
