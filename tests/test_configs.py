@@ -1,7 +1,11 @@
 """Every composition the router can make parses, through the same route a user takes."""
 
-import pytest
+import inspect
 
+import pytest
+import yaml
+
+from unilab.algos.actor_critic_base import ActorCriticAlgorithm
 from unilab.cli import main
 from unilab.router import choices
 
@@ -39,3 +43,18 @@ def test_the_printed_composition_is_a_one_file_config_of_the_same_setup(tmp_path
         main(["fit", "--config", str(tmp_path / "one.yaml"), "--print_config"])
     assert capsys.readouterr().out == composed
     assert "privileged_group: privileged" in composed and "sim: motrix" in composed
+
+
+@pytest.mark.parametrize("algo", ["ppo", "appo"])
+def test_the_skeletons_settings_are_on_the_command_line_of_each_algorithm(algo, capsys):
+    """PPO and APPO pass the shared actor-critic settings on as **kwargs; the CLI must still list (and set)
+    every one of them, with the subclass's own defaults where it changes one."""
+    with pytest.raises(SystemExit):
+        main(
+            ["train", "--algo", algo, "--task", "allegro_inhand", "--model.init_args.clip_param=0.3", "--print_config"]
+        )
+    settings = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    linked = {"observation_dims", "num_actions"}
+    assert set(inspect.signature(ActorCriticAlgorithm.__init__).parameters) - {"self"} - linked <= set(settings)
+    assert settings["clip_param"] == 0.3
+    assert settings["lr_factor"] == (1.1 if algo == "appo" else 1.5)

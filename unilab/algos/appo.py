@@ -10,12 +10,10 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
+from unilab.algos.actor_critic_base import ActorCriticAlgorithm, check_trace_lambda
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.targets import vtrace
 from unilab.data.async_rollout import AsyncRolloutDataModule
@@ -33,76 +31,35 @@ class APPO(ActorCriticAlgorithm):
         self,
         observation_dims: dict[str, int],
         num_actions: int,
-        actor_hidden_dims: Sequence[int] = (512, 256, 128),
-        critic_hidden_dims: Sequence[int] = (512, 256, 128),
-        activation: str = "elu",
-        init_std: float = 1.0,
-        actor_output_gain: float = 1.0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        schedule: str = "adaptive",
-        desired_kl: float = 0.02,
-        lr_bounds: tuple[float, float] = (1e-5, 1e-2),
-        lr_factor: float = 1.1,
-        kl_band: tuple[float, float] = (1 / 1.2, 1.2),
-        gamma: float = 0.99,
         vtrace_lambda: float = 0.95,
-        clip_param: float = 0.2,
-        value_loss_coef: float = 4.0,
-        entropy_coef: float = 0.01,
-        num_learning_epochs: int = 1,
-        num_mini_batches: int = 2,
         replay_pool_size: int = 4,
         replays_per_step: int = 1,
-        max_grad_norm: float = 1.0,
         learner_threads: int = 1,
-        actor_group: str = "policy",
-        critic_group: str = "critic",
-        privileged_group: str | None = None,
-        latent_dim: int = 9,
-        encoder_hidden_dims: Sequence[int] = (256, 128),
+        lr_factor: float = 1.1,
+        kl_band: tuple[float, float] = (1 / 1.2, 1.2),
+        num_learning_epochs: int = 1,
+        num_mini_batches: int = 2,
+        **kwargs,
     ) -> None:
         """
         Args:
             observation_dims: Size of each observation group (linked from the data module).
             num_actions: Action size (linked from the data module).
-            actor_hidden_dims: Actor MLP widths.
-            critic_hidden_dims: Critic MLP widths.
-            activation: Hidden activation (elu, relu, tanh, silu).
-            init_std: Initial action standard deviation.
-            actor_output_gain: Scale of the actor's initial output weights (its bias starts at zero unless 1.0,
-                PyTorch's default initialisation); a small gain starts from near-zero mean actions.
-            optimizer: Optimiser factory (e.g. ``torch.optim.Adam`` with ``lr``); its lr is the initial one.
-            schedule: ``adaptive`` (KL-driven) or ``fixed``.
-            desired_kl: KL target of the adaptive schedule.
-            lr_bounds: Bounds of the adaptive learning rate.
+            vtrace_lambda: Trace-cutting lambda inside V-trace's c_t (1.0 gives plain n-step V-trace).
+            replay_pool_size: The K most recent rollouts kept for replay (the new one included).
+            replays_per_step: Older rollouts from the pool trained on with each new one (counted as reuse).
+            learner_threads: Torch threads of the learner while the collector runs (the rest go to physics).
             lr_factor: Factor by which the adaptive schedule divides or multiplies lr (gentler than PPO's
                 1.5: APPO adapts after every learner step).
-            kl_band: (low, high) multiples of ``desired_kl``: a step's KL above high divides lr, below low multiplies.
-            gamma: Discount factor.
-            vtrace_lambda: Trace-cutting lambda inside V-trace's c_t (1.0 gives plain n-step V-trace).
-            clip_param: Ratio and value clip.
-            value_loss_coef: Weight of the value loss.
-            entropy_coef: Weight of the entropy bonus.
+            kl_band: (low, high) multiples of ``desired_kl``: a step's KL above high divides lr, below low
+                multiplies (narrower than PPO's (0.5, 2)).
             num_learning_epochs: Passes over each step's data (the new rollout plus its replays).
             num_mini_batches: Minibatches per pass. One pass in one minibatch folds the target pass into
                 the gradient pass (a third less learner work) and adapts the lr by the KL of the step.
-            replay_pool_size: The K most recent rollouts kept for replay (the new one included).
-            replays_per_step: Older rollouts from the pool trained on with each new one (counted as reuse).
-            max_grad_norm: Gradient-norm clip.
-            learner_threads: Torch threads of the learner while the collector runs (the rest go to physics).
-            actor_group: Observation group the actor reads.
-            critic_group: Observation group the critic reads.
-            privileged_group: HORA teacher (``--profile hora``): group encoded into the extrinsics latent z
-                that the actor reads besides its own group; runs log under ``logs/hora_appo/``.
-            latent_dim: Size of z.
-            encoder_hidden_dims: Widths of the privileged encoder MLP.
+            **kwargs: The other actor-critic settings of ``ActorCriticAlgorithm`` (network, optimiser,
+                clip, loss weights, observation groups), at their defaults.
         """
-        super().__init__()
-        check_actor_critic_hparams(
-            observation_dims, (actor_group, critic_group, privileged_group), init_std, actor_output_gain, optimizer,
-            schedule, desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("vtrace_lambda", vtrace_lambda), clip_param,
-            value_loss_coef, entropy_coef, num_learning_epochs, num_mini_batches, max_grad_norm,
-        )  # fmt: skip
+        check_trace_lambda("vtrace_lambda", vtrace_lambda)
         if learner_threads < 1:
             raise ValueError(f"model.learner_threads must be >= 1, got {learner_threads}")
         if not 0 <= replays_per_step < replay_pool_size:
@@ -110,8 +67,15 @@ class APPO(ActorCriticAlgorithm):
                 f"model.replays_per_step must be in [0, replay_pool_size - 1] = [0, {replay_pool_size - 1}], "
                 f"got {replays_per_step}"
             )
-        self.save_hyperparameters(ignore=["optimizer"])
-        self._setup_actor_critic(optimizer)
+        super().__init__(
+            observation_dims,
+            num_actions,
+            lr_factor=lr_factor,
+            kl_band=kl_band,
+            num_learning_epochs=num_learning_epochs,
+            num_mini_batches=num_mini_batches,
+            **kwargs,
+        )
         self.register_buffer("rollouts_reused", torch.zeros((), dtype=torch.int64))
         self.pool: deque[Rollout] = deque(maxlen=replay_pool_size)
         self.version = 0

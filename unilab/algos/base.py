@@ -1,20 +1,18 @@
-"""What every actor-critic algorithm module shares: evaluation, export, checkpoint layout, progress."""
+"""What every module that owns an actor-critic policy shares: evaluation, export, checkpoint layout, progress."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import lightning as L
 import numpy as np
 import torch
 
-from unilab.algos.losses import KLAdaptiveLR
-from unilab.data.record import Rollout
 from unilab.data.rollout import ManifestRequest
 from unilab.evaluation import evaluate
 from unilab.models.actor_critic import ActorCritic, DeterministicActor
 from unilab.prediction import record_trajectories
-from unilab.user_errors import CheckpointError, refuse_invalid
+from unilab.user_errors import CheckpointError
 
 
 def actor_critic_from(hparams: Mapping) -> ActorCritic:
@@ -43,57 +41,6 @@ def check_groups(observation_dims: dict[str, int], *groups: str) -> None:
     for name in groups:
         if name not in observation_dims:
             raise ValueError(f"observation group {name!r} not provided by the env; it has {sorted(observation_dims)}")
-
-
-def check_actor_critic_hparams(
-    observation_dims: dict[str, int],
-    groups: tuple[str | None, ...],
-    init_std: float,
-    actor_output_gain: float,
-    optimizer,
-    schedule: str,
-    desired_kl: float,
-    lr_bounds: tuple[float, float],
-    lr_factor: float,
-    kl_band: tuple[float, float],
-    gamma: float,
-    trace_lambda: tuple[str, float],
-    clip_param: float,
-    value_loss_coef: float,
-    entropy_coef: float,
-    num_learning_epochs: int,
-    num_mini_batches: int,
-    max_grad_norm: float,
-) -> None:
-    """Refuse nonsense values before anything is built: each message names the setting and its valid range."""
-    check_groups(observation_dims, *(group for group in groups if group))
-    if schedule not in ("adaptive", "fixed"):
-        raise ValueError(f"model.schedule must be 'adaptive' or 'fixed', got {schedule!r}")
-    lambda_name, lambda_value = trace_lambda
-    band = tuple(kl_band)
-    checks = [
-        ("init_std", init_std, init_std > 0, "> 0"),
-        ("actor_output_gain", actor_output_gain, actor_output_gain > 0, "> 0"),
-        ("desired_kl", desired_kl, desired_kl > 0, "> 0"),
-        ("lr_factor", lr_factor, lr_factor > 1, "> 1"),
-        ("kl_band", band, len(band) == 2 and 0 < band[0] <= 1 <= band[1], "(low, high), 0 < low <= 1 <= high"),
-        ("num_learning_epochs", num_learning_epochs, num_learning_epochs >= 1, ">= 1"),
-        ("num_mini_batches", num_mini_batches, num_mini_batches >= 1, ">= 1"),
-        (
-            "lr_bounds",
-            tuple(lr_bounds),
-            len(lr_bounds) == 2 and 0 < lr_bounds[0] <= lr_bounds[1],
-            "(low, high), 0 < low <= high",
-        ),
-        ("gamma", gamma, 0 < gamma <= 1, "in (0, 1]"),
-        (lambda_name, lambda_value, 0 <= lambda_value <= 1, "in [0, 1]"),
-        ("clip_param", clip_param, clip_param > 0, "> 0"),
-        ("value_loss_coef", value_loss_coef, value_loss_coef >= 0, ">= 0"),
-        ("entropy_coef", entropy_coef, entropy_coef >= 0, ">= 0"),
-        ("max_grad_norm", max_grad_norm, max_grad_norm > 0, "> 0"),
-    ]
-    refuse_invalid(checks)
-    check_optimizer(optimizer)
 
 
 def check_optimizer(optimizer) -> None:
@@ -234,77 +181,3 @@ class PolicyAlgorithm(L.LightningModule):
                     f"checkpoint {key} {saved[key]} does not match this task's {value}; "
                     "it was trained on a different task or observation layout"
                 )
-
-
-class ActorCriticAlgorithm(PolicyAlgorithm):
-    """What PPO and APPO share: the optimiser, the adaptive learning-rate rule, minibatches, iteration logs.
-
-    Subclasses save their hyperparameters (which include those checked by ``check_actor_critic_hparams``)
-    and then call :meth:`_setup_actor_critic`.
-    """
-
-    def _setup_actor_critic(self, optimizer) -> None:
-        self.automatic_optimization = False
-        self._init_policy()
-        self.optimizer_factory = optimizer
-        hp = self.hparams
-        self.lr_rule = KLAdaptiveLR(hp.desired_kl, hp.lr_factor, tuple(hp.kl_band), tuple(hp.lr_bounds))
-
-    def configure_optimizers(self):
-        return self.optimizer_factory(self.policy.parameters())
-
-    def on_fit_start(self) -> None:
-        self.check_data(self.trainer.datamodule)
-        if self.trainer.world_size > 1:  # every rank starts from the same (initial or restored) statistics
-            for normalizer in self.policy.normalizers():
-                normalizer.mark_synchronised()
-
-    def _fold_observations(self, rollout: Rollout) -> None:
-        """The normaliser rule of every algorithm (``unilab.data.collector``): fold a rollout's observations
-        in once, after the update on it; under DDP every rank then merges all ranks' rollouts, so all ranks
-        act on the same statistics."""
-        self.policy.update_normalizers({name: value.to(self.device) for name, value in rollout.obs.items()})
-        if self.trainer.world_size > 1:
-            for normalizer in self.policy.normalizers():
-                normalizer.merge_over_ranks(self.all_gather)
-
-    @torch.no_grad()
-    def _next_values(
-        self, values: torch.Tensor, last_obs: torch.Tensor, final_obs: torch.Tensor, truncated: torch.Tensor
-    ) -> torch.Tensor:
-        """V(s_{t+1}) for every (T, N) step with the current critic, the one place time-outs are bootstrapped:
-        the next step's value, V(``last_obs``) after the last step, V(``final_obs``) where a time-out cut the
-        episode (terminated steps are masked by the targets)."""
-        critic = self.policy.critic_group
-        next_values = torch.empty_like(values)
-        next_values[:-1] = values[1:]
-        next_values[-1] = self.policy.value({critic: last_obs})
-        if truncated.any():
-            next_values[truncated] = self.policy.value({critic: final_obs[truncated]})
-        return next_values
-
-    def _adapt_learning_rate(self, optimizer, kl: float) -> None:
-        """Apply the KL rule (``schedule: adaptive``) to every parameter group."""
-        if self.hparams.schedule != "adaptive":
-            return
-        lr = self.lr_rule(optimizer.param_groups[0]["lr"], kl)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-    def _minibatches(self, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
-        """Row indices of ``num_learning_epochs`` shuffled passes of ``num_mini_batches`` equal minibatches."""
-        minibatch = batch_size // self.hparams.num_mini_batches
-        for _ in range(self.hparams.num_learning_epochs):
-            permutation = torch.randperm(batch_size, device=device)
-            for start in range(0, batch_size, minibatch):
-                yield permutation[start : start + minibatch]
-
-    def _iteration_logs(self, optimizer, env_steps: int) -> dict[str, float]:
-        """Count ``env_steps`` and one iteration; the figures every actor-critic algorithm logs."""
-        self.env_steps += env_steps
-        self.iteration += 1
-        return {
-            "policy/learning_rate": optimizer.param_groups[0]["lr"],
-            "policy/action_std": self.policy.log_std.exp().mean().item(),
-            "perf/env_steps": float(self.env_steps),
-        }

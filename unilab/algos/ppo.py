@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
 
 import torch
-from lightning.pytorch.cli import OptimizerCallable
 
-from unilab.algos.base import ActorCriticAlgorithm, check_actor_critic_hparams
+from unilab.algos.actor_critic_base import ActorCriticAlgorithm, check_trace_lambda
 from unilab.algos.losses import clipped_surrogate_loss, clipped_value_loss, gaussian_kl
 from unilab.algos.targets import gae
 from unilab.data.record import Rollout
@@ -26,74 +24,17 @@ class PPO(ActorCriticAlgorithm):
 
     algo_name = "ppo"
 
-    def __init__(
-        self,
-        observation_dims: dict[str, int],
-        num_actions: int,
-        actor_hidden_dims: Sequence[int] = (512, 256, 128),
-        critic_hidden_dims: Sequence[int] = (512, 256, 128),
-        activation: str = "elu",
-        init_std: float = 1.0,
-        actor_output_gain: float = 1.0,
-        optimizer: OptimizerCallable = torch.optim.Adam,
-        schedule: str = "adaptive",
-        desired_kl: float = 0.02,
-        lr_bounds: tuple[float, float] = (1e-5, 1e-2),
-        lr_factor: float = 1.5,
-        kl_band: tuple[float, float] = (0.5, 2.0),
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        clip_param: float = 0.2,
-        value_loss_coef: float = 4.0,
-        entropy_coef: float = 0.01,
-        num_learning_epochs: int = 5,
-        num_mini_batches: int = 4,
-        max_grad_norm: float = 1.0,
-        actor_group: str = "policy",
-        critic_group: str = "critic",
-        privileged_group: str | None = None,
-        latent_dim: int = 9,
-        encoder_hidden_dims: Sequence[int] = (256, 128),
-    ) -> None:
+    def __init__(self, observation_dims: dict[str, int], num_actions: int, gae_lambda: float = 0.95, **kwargs) -> None:
         """
         Args:
             observation_dims: Size of each observation group (linked from the data module).
             num_actions: Action size (linked from the data module).
-            actor_hidden_dims: Actor MLP widths.
-            critic_hidden_dims: Critic MLP widths.
-            activation: Hidden activation (elu, relu, tanh, silu).
-            init_std: Initial action standard deviation.
-            actor_output_gain: Scale of the actor's initial output weights (its bias starts at zero unless 1.0,
-                PyTorch's default initialisation); a small gain starts from near-zero mean actions.
-            optimizer: Optimiser factory (e.g. ``torch.optim.Adam`` with ``lr``); its lr is the initial one.
-            schedule: ``adaptive`` (KL-driven) or ``fixed``.
-            desired_kl: KL target of the adaptive schedule.
-            lr_bounds: Bounds of the adaptive learning rate.
-            lr_factor: Factor by which the adaptive schedule divides or multiplies lr.
-            kl_band: (low, high) multiples of ``desired_kl``: a step's KL above high divides lr, below low multiplies.
-            gamma: Discount factor.
             gae_lambda: GAE lambda.
-            clip_param: Ratio and value clip.
-            value_loss_coef: Weight of the value loss.
-            entropy_coef: Weight of the entropy bonus.
-            num_learning_epochs: Passes over each rollout.
-            num_mini_batches: Minibatches per pass; must divide horizon * num_envs.
-            max_grad_norm: Gradient-norm clip.
-            actor_group: Observation group the actor reads.
-            critic_group: Observation group the critic reads.
-            privileged_group: HORA teacher (``--profile hora``): group encoded into the extrinsics latent z
-                that the actor reads besides its own group; runs log under ``logs/hora_ppo/``.
-            latent_dim: Size of z.
-            encoder_hidden_dims: Widths of the privileged encoder MLP.
+            **kwargs: The actor-critic settings of ``ActorCriticAlgorithm`` (network, optimiser, lr rule,
+                clip, loss weights, epochs x minibatches, observation groups), at their defaults.
         """
-        super().__init__()
-        check_actor_critic_hparams(
-            observation_dims, (actor_group, critic_group, privileged_group), init_std, actor_output_gain, optimizer,
-            schedule, desired_kl, lr_bounds, lr_factor, kl_band, gamma, ("gae_lambda", gae_lambda), clip_param,
-            value_loss_coef, entropy_coef, num_learning_epochs, num_mini_batches, max_grad_norm,
-        )  # fmt: skip
-        self.save_hyperparameters(ignore=["optimizer"])
-        self._setup_actor_critic(optimizer)
+        check_trace_lambda("gae_lambda", gae_lambda)
+        super().__init__(observation_dims, num_actions, **kwargs)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()

@@ -39,7 +39,6 @@ from unilab.data.rollout import (
     RolloutDataset,
     in_process_loader,
     mean_metrics,
-    require_positive,
 )
 
 log = logging.getLogger(__name__)
@@ -221,55 +220,38 @@ class AsyncCollector:
 class AsyncRolloutDataModule(EnvDataModule):
     """Owns the collector process; the algorithm starts it with its policy in ``on_train_start``."""
 
+    local_envs = 1  # the collector process builds the full batch
+
     def __init__(
         self,
         env: EnvFactory,
         num_envs: int = 512,
-        horizon: int = 8,
-        iterations_per_epoch: int = 50,
-        seed: int = 0,
         ring_size: int = 4,
         collector_threads: int | None = None,
         startup_timeout: float = 300.0,
         hang_timeout: float = 20.0,
-        val_episodes: int = 16,
-        test_episodes: int = 64,
-        eval_seed: int = 12345,
+        **kwargs,
     ) -> None:
         """
         Args:
             env: The task (class path + init args); the collector builds it with ``num_envs`` envs.
             num_envs: Parallel environments in the collector.
-            horizon: Control steps per env per rollout.
-            iterations_per_epoch: Learner steps (one new rollout each) in one Lightning epoch.
-            seed: Seed of the collector's env.
             ring_size: Slots of the shared ring buffer; when all hold unread rollouts the oldest is dropped.
             collector_threads: Simulator threads of the collector (default: the cores this process may use).
             startup_timeout: Seconds the collector may take to build its env before the fit fails.
             hang_timeout: Seconds without an env step after which the collector counts as hung.
-            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
-            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
-            eval_seed: Seed of the evaluation manifests.
+            **kwargs: The rollout sizes and manifests of ``EnvDataModule`` (``horizon``, ``iterations_per_epoch``,
+                ``seed``, ``val_episodes``, ``test_episodes``, ``eval_seed``).
         """
-        require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
         if ring_size < 2:
             raise ValueError(f"data.ring_size must be >= 2, got {ring_size}")
-        # One env here for the linked sizes and the cache check; the collector builds the full batch.
-        super().__init__(
-            env, val_episodes, test_episodes, eval_seed, 1, num_envs, horizon * iterations_per_epoch
-        )  # fmt: skip
-        self.num_envs, self.horizon = num_envs, horizon
-        self.iterations_per_epoch = iterations_per_epoch
-        self.seed, self.ring_size = seed, ring_size
+        super().__init__(env, num_envs, **kwargs)
+        self.ring_size = ring_size
         self.collector_threads = collector_threads
         self.startup_timeout, self.hang_timeout = startup_timeout, hang_timeout
         self.collector: AsyncCollector | None = None
         self.buffers: list[dict[str, torch.Tensor]] = []
         self._next_buffer = 0
-
-    @property
-    def batch_size(self) -> int:
-        return self.horizon * self.num_envs
 
     def start_collector(self, policy: nn.Module, bootstrap_group: str | None, learner_buffers: int) -> None:
         """Spawn the collector with a copy of ``policy`` (an ``Actor``); ``bootstrap_group`` is the group its

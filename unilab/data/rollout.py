@@ -52,26 +52,52 @@ def require_positive(**sizes: int) -> None:
 
 
 class EnvDataModule(L.LightningDataModule):
-    """What every rollout data module shares: the env factory, the sizes it links, the evaluation manifests."""
+    """What every rollout data module shares: the env factory, the rollout sizes, the evaluation manifests.
+
+    ``local_envs`` is how many envs this process builds (``None``: all ``num_envs``); a module whose envs
+    live in another process builds one, for the sizes it links and the grasp-cache check.
+    """
+
+    local_envs: int | None = None
 
     def __init__(
         self,
         env: EnvFactory,
-        val_episodes: int,
-        test_episodes: int,
-        eval_seed: int,
-        num_envs: int,
-        training_envs: int,
-        control_steps_per_epoch: int,
+        num_envs: int = 256,
+        horizon: int = 8,
+        iterations_per_epoch: int = 50,
+        seed: int = 0,
+        val_episodes: int = 16,
+        test_episodes: int = 64,
+        eval_seed: int = 12345,
     ) -> None:
+        """
+        Args:
+            env: The task (class path + init args), built with ``num_envs`` envs.
+            num_envs: Parallel environments on this rank.
+            horizon: Control steps per env per rollout.
+            iterations_per_epoch: Iterations (rollout + update) in one Lightning epoch.
+            seed: Base seed of the envs; rank r uses ``seed + r``.
+            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
+            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
+            eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
+        """
+        require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
         super().__init__()
         self.env_factory = env
-        self.env = env(num_envs)
+        self.num_envs, self.horizon, self.seed = num_envs, horizon, seed
+        self.iterations_per_epoch = iterations_per_epoch
+        self.env = env(self.local_envs or num_envs)
         # Resolve the grasp caches now: a missing, corrupt or mismatched cache stops the command before
         # any run folder or collector process exists (and a missing one is collected once, here).
-        self.env.load_grasps(training_envs, control_steps_per_epoch)
+        self.env.load_grasps(num_envs, horizon * iterations_per_epoch)
         self.val_episodes, self.test_episodes, self.eval_seed = val_episodes, test_episodes, eval_seed
         self._eval_envs: dict[int, InHandRotationEnv] = {}
+
+    @property
+    def batch_size(self) -> int:
+        """Env-steps of one rollout: ``horizon`` x ``num_envs``."""
+        return self.horizon * self.num_envs
 
     # Values other components link to
     @property
@@ -101,42 +127,10 @@ class EnvDataModule(L.LightningDataModule):
 class RolloutDataModule(EnvDataModule):
     """Owns the vectorised env and its collector; the algorithm hands over its actor in ``on_fit_start``."""
 
-    def __init__(
-        self,
-        env: EnvFactory,
-        num_envs: int = 256,
-        horizon: int = 8,
-        iterations_per_epoch: int = 50,
-        seed: int = 0,
-        val_episodes: int = 16,
-        test_episodes: int = 64,
-        eval_seed: int = 12345,
-    ) -> None:
-        """
-        Args:
-            env: The task (class path + init args); built here with ``num_envs`` envs.
-            num_envs: Parallel environments on this rank.
-            horizon: Control steps per env per iteration.
-            iterations_per_epoch: Iterations (rollout + update) in one Lightning epoch.
-            seed: Base seed; rank r uses ``seed + r``.
-            val_episodes: Episodes of the short manifest run by ``validate`` (and during ``fit``).
-            test_episodes: Episodes of the full manifest run by ``test`` / ``eval``.
-            eval_seed: Seed of the evaluation manifests (fixed, so runs are comparable).
-        """
-        require_positive(num_envs=num_envs, horizon=horizon, iterations_per_epoch=iterations_per_epoch)
-        steps_per_epoch = horizon * iterations_per_epoch
-        super().__init__(env, val_episodes, test_episodes, eval_seed, num_envs, num_envs, steps_per_epoch)
-        self.horizon = horizon
-        self.iterations_per_epoch = iterations_per_epoch
-        self.seed = seed
-        self.collector: RolloutCollector | None = None
-        self.record: dict[str, torch.Tensor] | None = None
-        self._actor: Actor | None = None
-        self._device = torch.device("cpu")
-
-    @property
-    def batch_size(self) -> int:
-        return self.horizon * self.env.num_envs
+    collector: RolloutCollector | None = None
+    record: dict[str, torch.Tensor] | None = None
+    _actor: Actor | None = None
+    _device = torch.device("cpu")
 
     def set_actor(self, actor: Actor, device: torch.device, bootstrap_group: str | None) -> None:
         """Hand over the acting policy, the device it acts on and the group its critic reads (None: no critic).
