@@ -73,3 +73,4 @@ unilab eval --algo "$FAMILY" --task sharpa_inhand --sim mujoco --profile hora --
 unilab eval --algo hora_distill --task sharpa_inhand --sim mujoco --load-run -1 "$SCALE_ARG" $EVAL_ARGS
 "$PYTHON" scripts/compare_eval.py "teacher=$(newest_run "hora_$FAMILY")/eval.json" \
   "student=$(newest_run hora_distill)/eval.json"
+echo "== done: this invocation took $((SECONDS / 3600)) h $((SECONDS % 3600 / 60)) min"
